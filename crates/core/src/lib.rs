@@ -1,0 +1,13 @@
+//! Stampede's domain: flash sales, holds, orders and the waitlist.
+//!
+//! Everything here is pure: no I/O, no clocks. Every operation takes `now` explicitly so the
+//! engine, the tests and the property tests drive time themselves.
+
+pub mod sale;
+pub mod types;
+
+pub use sale::{
+    Order, OrderSeq, OrderStatus, PurchaseOutcome, Sale, SaleConfig, SaleError, SaleStatus,
+    Touched, WaitlistEntry, WaitlistStatus,
+};
+pub use types::{IdempotencyKey, Quantity, Timestamp, UserId, ValidationError};
