@@ -7,7 +7,7 @@ pub mod sale;
 pub mod types;
 
 pub use sale::{
-    Order, OrderSeq, OrderStatus, PurchaseOutcome, Sale, SaleConfig, SaleError, SaleStatus,
-    Touched, WaitlistEntry, WaitlistStatus,
+    Order, OrderSeq, OrderStatus, PurchaseOutcome, Sale, SaleConfig, SaleError, SaleStatus, Touched, WaitlistEntry,
+    WaitlistStatus,
 };
 pub use types::{IdempotencyKey, Quantity, Timestamp, UserId, ValidationError};

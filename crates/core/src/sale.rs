@@ -164,7 +164,8 @@ pub struct Sale {
     orders: Vec<Order>,
     units_by_user: HashMap<UserId, u32>,
     by_key: HashMap<(UserId, IdempotencyKey), OrderSeq>,
-    /// Holds in the order they were made; deadlines only grow, so the front is due first.
+    /// Holds by deadline, so the front is due first. Callers read the clock before taking the
+    /// sale, so `now` may step back a little: holds are inserted in place, almost always last.
     expiry_queue: VecDeque<(Timestamp, OrderSeq)>,
     waitlist: Vec<WaitlistEntry>,
     /// Index into `waitlist` of the first entry that may still be waiting.
@@ -313,7 +314,9 @@ impl Sale {
         if let Some(key) = &key {
             self.by_key.insert((user.clone(), key.clone()), seq);
         }
-        self.expiry_queue.push_back((expires_at, seq));
+        let queue = &mut self.expiry_queue;
+        let at = queue.partition_point(|&(deadline, _)| deadline <= expires_at);
+        queue.insert(at, (expires_at, seq));
         self.orders.push(Order {
             seq,
             user,
@@ -370,7 +373,13 @@ impl Sale {
     }
 
     /// Cancels a hold and gives its units back. Cancelling twice is a no-op.
-    pub fn cancel(&mut self, seq: OrderSeq, user: &UserId, now: Timestamp, touched: &mut Touched) -> Result<(), SaleError> {
+    pub fn cancel(
+        &mut self,
+        seq: OrderSeq,
+        user: &UserId,
+        now: Timestamp,
+        touched: &mut Touched,
+    ) -> Result<(), SaleError> {
         let order = self.owned(seq, user)?;
         match order.status {
             OrderStatus::Cancelled => return Ok(()),
@@ -448,11 +457,7 @@ impl Sale {
     }
 
     fn advance_waitlist_head(&mut self) {
-        while self
-            .waitlist
-            .get(self.waitlist_head)
-            .is_some_and(|entry| entry.status != WaitlistStatus::Waiting)
-        {
+        while self.waitlist.get(self.waitlist_head).is_some_and(|entry| entry.status != WaitlistStatus::Waiting) {
             self.waitlist_head += 1;
         }
     }
@@ -504,10 +509,7 @@ impl Sale {
 
     fn waiting_ahead_of(&self, index: usize) -> u32 {
         let start = self.waitlist_head.min(index);
-        self.waitlist[start..index]
-            .iter()
-            .filter(|entry| entry.status == WaitlistStatus::Waiting)
-            .count() as u32
+        self.waitlist[start..index].iter().filter(|entry| entry.status == WaitlistStatus::Waiting).count() as u32
     }
 
     pub fn waiting_count(&self) -> u32 {

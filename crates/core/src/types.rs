@@ -38,9 +38,7 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-25T10:00:00.000Z`.
     pub fn to_rfc3339(self) -> String {
-        DateTime::<Utc>::from_timestamp_millis(self.0)
-            .unwrap_or_default()
-            .to_rfc3339_opts(SecondsFormat::Millis, true)
+        DateTime::<Utc>::from_timestamp_millis(self.0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
@@ -99,10 +97,7 @@ impl IdempotencyKey {
     pub fn new(key: &str) -> Result<Self, ValidationError> {
         let visible = key.bytes().all(|b| b.is_ascii_graphic());
         if key.is_empty() || key.len() > 128 || !visible {
-            return Err(ValidationError::new(
-                "Idempotency-Key",
-                "must be 1 to 128 visible ASCII characters",
-            ));
+            return Err(ValidationError::new("Idempotency-Key", "must be 1 to 128 visible ASCII characters"));
         }
         Ok(Self(key.into()))
     }

@@ -1,1 +1,15 @@
+//! The hot path of Stampede: the [`Backend`] port, its implementations and background jobs.
+//!
+//! Backends are sibling modules behind one trait, chosen once at start-up. The embedded backend
+//! keeps hot state in memory and makes every change durable in SQLite before it is reported.
 
+pub mod backend;
+pub mod embedded;
+pub mod expiry;
+pub mod ids;
+
+pub use backend::{
+    Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView,
+    UserRecord,
+};
+pub use embedded::{Embedded, EmbeddedOptions};

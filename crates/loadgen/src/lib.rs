@@ -1,1 +1,44 @@
+//! Load generator for the Stampede HTTP API.
+//!
+//! Closed-loop and connection-bound: each of `Phase::connections` tasks owns one keep-alive
+//! HTTP/1.1 connection and sends its next request as soon as the previous response is read.
+//! Latencies go into a fixed-size log-linear histogram per task, merged when the phase ends.
 
+mod conn;
+mod error;
+pub mod histogram;
+mod report;
+mod runner;
+mod scenario;
+mod token;
+mod workload;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use error::LoadError;
+pub use report::Report;
+pub use scenario::{healthz, purchases, PurchaseScenario};
+pub use token::{mint_token, try_mint_token};
+
+/// The server under test and the secrets needed to act as its users and its admin.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub jwt_secret: String,
+    pub admin_token: String,
+}
+
+/// Shape of one measured run.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    /// Concurrent connections, each with exactly one request in flight.
+    pub connections: usize,
+    /// Measured window, after warm-up.
+    pub duration: Duration,
+    /// Load applied before measuring, to fill caches and pools; excluded from the report.
+    pub warmup: Duration,
+}

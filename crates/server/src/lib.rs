@@ -1,1 +1,121 @@
+//! Stampede's HTTP API: `app(state)` builds the router, `serve` runs it until shutdown.
 
+pub mod auth;
+pub mod error;
+pub mod extract;
+mod listener;
+mod ops;
+mod orders;
+mod sales;
+mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use stampede_engine::Backend;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+pub use crate::listener::ConnectionLimit;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub session_ttl_seconds: u64,
+    /// Password hashes computed at once (each takes ~20 MiB and tens of ms of CPU).
+    pub hashing_slots: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+            session_ttl_seconds: 24 * 3600,
+            hashing_slots: 4,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub backend: Arc<dyn Backend>,
+    pub auth: Auth,
+    pub settings: HttpSettings,
+    hashing: Arc<Semaphore>,
+    dummy_hash: String,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(backend: Arc<dyn Backend>, jwt_secret: &str, admin_token: &str, settings: HttpSettings) -> Self {
+        let auth = Auth::new(jwt_secret, admin_token, settings.session_ttl_seconds);
+        let hashing = Arc::new(Semaphore::new(settings.hashing_slots.max(1)));
+        Self(Arc::new(Inner { backend, auth, hashing, dummy_hash: users::dummy_hash(), settings }))
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/users", post(users::sign_up))
+        .route("/v1/sessions", post(users::sign_in))
+        .route("/v1/sales", post(sales::create))
+        .route("/v1/sales/{id}", get(sales::get))
+        .route("/v1/sales/{id}/orders", post(sales::purchase))
+        .route("/v1/sales/{id}/waitlist", post(sales::join_waitlist))
+        .route("/v1/orders", get(orders::list))
+        .route("/v1/orders/{id}", get(orders::get))
+        .route("/v1/orders/{id}/pay", post(orders::pay))
+        .route("/v1/orders/{id}/cancel", post(orders::cancel))
+        .route("/v1/admin/sales/{id}/ledger", get(ops::ledger))
+        .route("/readyz", get(ops::readyz));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .merge(api)
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            tracing::error!("a request handler panicked");
+            ApiError::internal().into_response()
+        }))
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Answers 503 instead of letting a request run past the configured time.
+async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.settings.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::overloaded("the request took too long, retry shortly").into_response(),
+    }
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limit = ConnectionLimit::new(listener, state.settings.max_connections);
+    axum::serve(limit, app(state)).with_graceful_shutdown(shutdown).await
+}

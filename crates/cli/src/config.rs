@@ -1,0 +1,141 @@
+//! Typed configuration, layered: config file < `STAMPEDE_*` environment < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `stampede serve`. Each also reads its `STAMPEDE_*` variable; unset ones fall back
+/// to the config file, then to the default.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML config file (keys as the long flags, with underscores).
+    #[arg(long, env = "STAMPEDE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "STAMPEDE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where the embedded store and generated secrets live [default: ./stampede-data].
+    #[arg(long, env = "STAMPEDE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HS256 secret for user tokens; generated into the data dir when unset.
+    #[arg(long, env = "STAMPEDE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Bearer token of the admin endpoints; generated into the data dir when unset.
+    #[arg(long, env = "STAMPEDE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Request time limit in milliseconds [default: 10000].
+    #[arg(long, env = "STAMPEDE_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Open connections at most [default: 20000].
+    #[arg(long, env = "STAMPEDE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Lifetime of session tokens from POST /v1/sessions, in seconds [default: 86400].
+    #[arg(long, env = "STAMPEDE_SESSION_TTL_SECONDS")]
+    pub session_ttl_seconds: Option<u64>,
+    /// `full` fsyncs every commit (survives power loss); `normal` survives process death only
+    /// [default: full].
+    #[arg(long, env = "STAMPEDE_SYNC")]
+    pub sync: Option<SyncMode>,
+    /// `off` turns off rate limits, automatic bans and proof-of-work [default: on].
+    #[arg(long, env = "STAMPEDE_LIMITS")]
+    pub limits: Option<Switch>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// The config file: the same keys as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    jwt_secret: Option<String>,
+    admin_token: Option<String>,
+    request_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    session_ttl_seconds: Option<u64>,
+    sync: Option<SyncMode>,
+    limits: Option<Switch>,
+}
+
+/// The resolved configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub jwt_secret: Option<String>,
+    pub admin_token: Option<String>,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub session_ttl_seconds: u64,
+    pub sync: SyncMode,
+    pub limits: Switch,
+}
+
+impl Config {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Ok(Self {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("stampede-data")),
+            jwt_secret: args.jwt_secret.or(file.jwt_secret).filter(|s| !s.is_empty()),
+            admin_token: args.admin_token.or(file.admin_token).filter(|s| !s.is_empty()),
+            request_timeout: Duration::from_millis(
+                args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(10_000),
+            ),
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(20_000),
+            session_ttl_seconds: args.session_ttl_seconds.or(file.session_ttl_seconds).unwrap_or(86_400),
+            sync: args.sync.or(file.sync).unwrap_or(SyncMode::Full),
+            limits: args.limits.or(file.limits).unwrap_or(Switch::On),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("stampede-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stampede.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_connections = 7\nsync = \"normal\"\n").unwrap();
+        let args = ServeArgs { config: Some(path), max_connections: Some(9), ..ServeArgs::default() };
+        let config = Config::resolve(args).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.max_connections, 9);
+        assert_eq!(config.sync, SyncMode::Normal);
+        assert_eq!(config.data_dir, PathBuf::from("stampede-data"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+}

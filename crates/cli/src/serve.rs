@@ -1,0 +1,75 @@
+//! `stampede serve`: opens the backend, starts the background jobs and the HTTP server, and
+//! shuts all of it down in order on SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use stampede_engine::{Backend, Embedded, EmbeddedOptions};
+use stampede_server::{AppState, HttpSettings};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, Switch, SyncMode};
+use crate::secrets;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let jwt_secret = secrets::configured_or_stored(config.jwt_secret.clone(), &config.data_dir, "jwt-secret")?;
+    let admin_token = secrets::configured_or_stored(config.admin_token.clone(), &config.data_dir, "admin-token")?;
+    let options =
+        EmbeddedOptions { data_dir: config.data_dir.clone(), synchronous_full: config.sync == SyncMode::Full };
+    let embedded = Embedded::open(options).await.context("opening the embedded store")?;
+    let backend: Arc<dyn Backend> = embedded;
+    let expired = backend.expire_due(stampede_core::Timestamp::now()).await?;
+    tracing::info!(expired, data_dir = %config.data_dir.display(), "embedded store ready");
+    if config.limits == Switch::Off {
+        tracing::info!("limits are off: no rate limits, bans or proof-of-work");
+    }
+
+    let (stop_jobs, jobs_stopped) = watch::channel(false);
+    let expiry = tokio::spawn(stampede_engine::expiry::run(backend.clone(), jobs_stopped));
+
+    let settings = HttpSettings {
+        request_timeout: config.request_timeout,
+        max_connections: config.max_connections,
+        session_ttl_seconds: config.session_ttl_seconds,
+        ..HttpSettings::default()
+    };
+    let state = AppState::new(backend.clone(), &jwt_secret, &admin_token, settings);
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    println!("listening on {addr}");
+    let served = stampede_server::serve(listener, state, shutdown_signal()).await;
+
+    tracing::info!("stopping: in-flight requests are done, flushing the journal");
+    let _ = stop_jobs.send(true);
+    if let Err(error) = expiry.await {
+        tracing::error!(%error, "the expiry job ended abnormally");
+    }
+    backend.shutdown().await;
+    tracing::info!("stopped");
+    served.context("serving HTTP")
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

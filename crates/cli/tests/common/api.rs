@@ -1,0 +1,216 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder};
+use serde_json::{json, Value};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Cheap to clone: the client is a shared connection pool.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    secret: String,
+}
+
+/// A decoded response; `body` is `Null` when the body is not JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code when the body has the contract's error shape.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+
+    /// Asserts `status` and returns the JSON body.
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "unexpected status, body: {}", self.text);
+        &self.body
+    }
+
+    /// Asserts an error response with the contract shape, status and code.
+    pub fn expect_error(&self, status: u16, code: &str) -> &Reply {
+        assert_eq!(self.status, status, "unexpected status, body: {}", self.text);
+        self.expect_error_shape();
+        assert_eq!(self.code(), code, "unexpected error code, body: {}", self.text);
+        self
+    }
+
+    /// Asserts `{"error":{"code":"<snake_case>","message":"<text>"}}`.
+    pub fn expect_error_shape(&self) -> &Reply {
+        let code = self.code();
+        let snake = !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        assert!(snake, "error code is not snake_case (status {}): {}", self.status, self.text);
+        assert!(!self.message().is_empty(), "error message missing (status {}): {}", self.status, self.text);
+        self
+    }
+}
+
+impl Api {
+    pub fn new(secret: String, admin_token: String) -> Api {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("build http client");
+        Api { base: String::new(), admin_token, client, secret }
+    }
+
+    pub fn with_base(&self, base: String) -> Api {
+        Api { base, ..self.clone() }
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(&self.admin_token)
+    }
+
+    pub fn user(&self, user: &str, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(self.token(user))
+    }
+
+    /// An HS256 token for `user`, valid for an hour.
+    pub fn token(&self, user: &str) -> String {
+        self.sign(&json!({ "sub": user, "exp": now_secs() + 3600 }), &self.secret)
+    }
+
+    pub fn sign(&self, claims: &Value, secret: &str) -> String {
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&Header::default(), claims, &key).expect("sign jwt")
+    }
+
+    /// Sends and decodes; transport errors are returned for callers that expect them.
+    pub async fn try_send(&self, request: RequestBuilder) -> Result<Reply, reqwest::Error> {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Reply { status, headers, text, body })
+    }
+
+    pub async fn send(&self, request: RequestBuilder) -> Reply {
+        self.try_send(request).await.expect("http request failed")
+    }
+
+    pub async fn create_sale(&self, body: Value) -> Value {
+        let reply = self.send(self.admin(Method::POST, "/v1/sales").json(&body)).await;
+        reply.expect(201).clone()
+    }
+
+    /// A live sale with the given stock, per-user limit and hold length; returns its id.
+    pub async fn sale_with(&self, stock: u64, per_user_limit: u64, hold_seconds: u64) -> String {
+        let body = json!({
+            "name": "test sale",
+            "stock": stock,
+            "price_cents": 1999,
+            "per_user_limit": per_user_limit,
+            "hold_seconds": hold_seconds,
+        });
+        let sale = self.create_sale(body).await;
+        sale["id"].as_str().expect("sale id").to_string()
+    }
+
+    pub async fn sale(&self, id: &str) -> Value {
+        let reply = self.send(self.request(Method::GET, &format!("/v1/sales/{id}"))).await;
+        reply.expect(200).clone()
+    }
+
+    pub fn buy_request(&self, user: &str, sale_id: &str, quantity: u64, key: Option<&str>) -> RequestBuilder {
+        let path = format!("/v1/sales/{sale_id}/orders");
+        let request = self.user(user, Method::POST, &path).json(&json!({ "quantity": quantity }));
+        match key {
+            Some(key) => request.header("Idempotency-Key", key),
+            None => request,
+        }
+    }
+
+    pub async fn buy(&self, user: &str, sale_id: &str, quantity: u64, key: Option<&str>) -> Reply {
+        self.send(self.buy_request(user, sale_id, quantity, key)).await
+    }
+
+    pub async fn try_buy(&self, user: &str, sale_id: &str, quantity: u64, key: &str) -> Result<Reply, reqwest::Error> {
+        self.try_send(self.buy_request(user, sale_id, quantity, Some(key))).await
+    }
+
+    pub async fn order(&self, user: &str, order_id: &str) -> Reply {
+        self.send(self.user(user, Method::GET, &format!("/v1/orders/{order_id}"))).await
+    }
+
+    /// The caller's orders, newest first.
+    pub async fn orders(&self, user: &str) -> Vec<Value> {
+        let reply = self.send(self.user(user, Method::GET, "/v1/orders")).await;
+        let body = reply.expect(200);
+        body["orders"].as_array().expect("orders array").clone()
+    }
+
+    pub async fn pay(&self, user: &str, order_id: &str) -> Reply {
+        let request = self.user(user, Method::POST, &format!("/v1/orders/{order_id}/pay"));
+        self.send(request.json(&json!({ "payment_ref": "test-payment" }))).await
+    }
+
+    pub async fn cancel(&self, user: &str, order_id: &str) -> Reply {
+        let request = self.user(user, Method::POST, &format!("/v1/orders/{order_id}/cancel"));
+        self.send(request.json(&json!({}))).await
+    }
+
+    pub async fn waitlist(&self, user: &str, sale_id: &str) -> Reply {
+        let request = self.user(user, Method::POST, &format!("/v1/sales/{sale_id}/waitlist"));
+        self.send(request.json(&json!({}))).await
+    }
+
+    pub async fn ledger(&self, sale_id: &str) -> Value {
+        let path = format!("/v1/admin/sales/{sale_id}/ledger");
+        let reply = self.send(self.admin(Method::GET, &path)).await;
+        reply.expect(200).clone()
+    }
+
+    /// Checks `available + held + sold == stock` on the sale and on the ledger, and that the
+    /// ledger reports itself consistent; returns the sale.
+    pub async fn assert_consistent(&self, sale_id: &str) -> Value {
+        let sale = self.sale(sale_id).await;
+        assert_sums_to_stock(&sale, "sale");
+        let ledger = self.ledger(sale_id).await;
+        assert_sums_to_stock(&ledger, "ledger");
+        assert_eq!(ledger["consistent"], json!(true), "ledger not consistent: {ledger}");
+        assert_eq!(ledger["stock"], sale["stock"], "ledger stock differs: {ledger} vs {sale}");
+        sale
+    }
+}
+
+pub fn count(value: &Value, field: &str) -> u64 {
+    value[field].as_u64().unwrap_or_else(|| panic!("field {field} is not a count in {value}"))
+}
+
+fn assert_sums_to_stock(value: &Value, what: &str) {
+    let total = count(value, "available") + count(value, "held") + count(value, "sold");
+    assert_eq!(total, count(value, "stock"), "{what}: available + held + sold != stock: {value}");
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after epoch").as_secs()
+}

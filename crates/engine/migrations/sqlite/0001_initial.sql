@@ -1,0 +1,45 @@
+-- Durable state of the embedded backend. Times are Unix milliseconds (UTC).
+CREATE TABLE sales (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    stock          INTEGER NOT NULL,
+    price_cents    INTEGER NOT NULL,
+    starts_at      INTEGER NOT NULL,
+    ends_at        INTEGER,
+    per_user_limit INTEGER NOT NULL,
+    hold_seconds   INTEGER NOT NULL,
+    created_at     INTEGER NOT NULL
+);
+
+-- One row per order; its latest state. `seq` is the order's index inside its sale.
+CREATE TABLE orders (
+    sale_id         TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    user_id         TEXT NOT NULL,
+    quantity        INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    idempotency_key TEXT,
+    payment_ref     TEXT,
+    PRIMARY KEY (sale_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE waitlist (
+    sale_id    TEXT NOT NULL,
+    position   INTEGER NOT NULL,
+    user_id    TEXT NOT NULL,
+    quantity   INTEGER NOT NULL,
+    joined_at  INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    order_seq  INTEGER,
+    PRIMARY KEY (sale_id, position)
+) WITHOUT ROWID;
+
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);

@@ -1,0 +1,213 @@
+//! The backend port: every decision the server needs, each one atomic and durable on return.
+
+use async_trait::async_trait;
+use stampede_core::{
+    IdempotencyKey, Order, OrderStatus, Quantity, Sale, SaleConfig, SaleError, SaleStatus, Timestamp, UserId,
+};
+
+use crate::ids;
+
+/// Why a backend call did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Sale(#[from] SaleError),
+    #[error("sale not found")]
+    SaleNotFound,
+    #[error("username taken")]
+    UsernameTaken,
+    /// The durable store cannot take writes right now; nothing was acknowledged.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One backend: hot state plus its durable store. Every method that changes state returns only
+/// after the change is durable.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    async fn create_sale(&self, sale: NewSale, now: Timestamp) -> Result<SaleView, EngineError>;
+    async fn sale(&self, sale_id: &str, now: Timestamp) -> Result<SaleView, EngineError>;
+    async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError>;
+    /// The caller's order; another user's order is `OrderNotFound`.
+    async fn order(&self, order_id: &str, user: &UserId) -> Result<OrderView, EngineError>;
+    /// The caller's orders, newest first.
+    async fn orders_of(&self, user: &UserId) -> Result<Vec<OrderView>, EngineError>;
+    async fn pay(
+        &self,
+        order_id: &str,
+        user: &UserId,
+        payment_ref: Option<String>,
+        now: Timestamp,
+    ) -> Result<OrderView, EngineError>;
+    async fn cancel(&self, order_id: &str, user: &UserId, now: Timestamp) -> Result<OrderView, EngineError>;
+    /// Joins the sale's waitlist; returns the 1-based place.
+    async fn join_waitlist(
+        &self,
+        sale_id: &str,
+        user: &UserId,
+        quantity: Quantity,
+        now: Timestamp,
+    ) -> Result<u32, EngineError>;
+    /// Ends every hold due at `now`; returns how many holds expired.
+    async fn expire_due(&self, now: Timestamp) -> Result<usize, EngineError>;
+    /// Live counters next to the durable store's totals.
+    async fn ledger(&self, sale_id: &str) -> Result<Ledger, EngineError>;
+    async fn create_user(&self, user: NewUser) -> Result<UserRecord, EngineError>;
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, EngineError>;
+    /// Whether the durable store is taking writes.
+    async fn ready(&self) -> bool;
+    /// Stops taking work and makes everything acknowledged so far durable.
+    async fn shutdown(&self);
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSale {
+    pub name: String,
+    pub stock: u32,
+    pub price_cents: i64,
+    pub starts_at: Option<Timestamp>,
+    pub ends_at: Option<Timestamp>,
+    pub per_user_limit: u32,
+    pub hold_seconds: u32,
+}
+
+impl NewSale {
+    pub fn into_config(self, now: Timestamp) -> SaleConfig {
+        SaleConfig {
+            name: self.name,
+            stock: self.stock,
+            price_cents: self.price_cents,
+            starts_at: self.starts_at.unwrap_or(now),
+            ends_at: self.ends_at,
+            per_user_limit: self.per_user_limit,
+            hold_seconds: self.hold_seconds,
+            created_at: now,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PurchaseCommand {
+    pub sale_id: String,
+    pub user: UserId,
+    pub quantity: Quantity,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PurchaseResult {
+    pub order: OrderView,
+    /// False when an earlier request with the same idempotency key made the order.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleView {
+    pub id: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub stock: u32,
+    pub available: u32,
+    pub held: u32,
+    pub sold: u32,
+    pub per_user_limit: u32,
+    pub hold_seconds: u32,
+    pub starts_at: Timestamp,
+    pub ends_at: Option<Timestamp>,
+    pub status: SaleStatus,
+    pub waitlisted: u32,
+}
+
+impl SaleView {
+    pub fn of(id: &str, sale: &Sale, now: Timestamp) -> Self {
+        let config = sale.config();
+        Self {
+            id: id.to_owned(),
+            name: config.name.clone(),
+            price_cents: config.price_cents,
+            stock: config.stock,
+            available: sale.available(),
+            held: sale.held(),
+            sold: sale.sold(),
+            per_user_limit: config.per_user_limit,
+            hold_seconds: config.hold_seconds,
+            starts_at: config.starts_at,
+            ends_at: config.ends_at,
+            status: sale.status(now),
+            waitlisted: sale.waiting_count(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    pub id: String,
+    pub sale_id: String,
+    pub user_id: String,
+    pub quantity: u32,
+    pub status: OrderStatus,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub payment_ref: Option<String>,
+}
+
+impl OrderView {
+    pub fn of(sale_id: &str, order: &Order) -> Self {
+        Self {
+            id: ids::order_id(sale_id, order.seq),
+            sale_id: sale_id.to_owned(),
+            user_id: order.user.as_str().to_owned(),
+            quantity: order.quantity,
+            status: order.status,
+            expires_at: order.expires_at,
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+            payment_ref: order.payment_ref.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerCounts {
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ledger {
+    pub sale_id: String,
+    pub stock: u32,
+    /// The hot state's counters.
+    pub live: LedgerCounts,
+    /// Totals by state from the durable store (`available` derived as stock - held - sold).
+    pub store: LedgerCounts,
+    pub cancelled: i64,
+    pub expired: i64,
+    pub orders: i64,
+}
+
+impl Ledger {
+    /// `available + held + sold == stock` in both views, none negative, and both views agree.
+    pub fn consistent(&self) -> bool {
+        let stock = i64::from(self.stock);
+        let balanced =
+            |c: &LedgerCounts| c.available >= 0 && c.held >= 0 && c.sold >= 0 && c.available + c.held + c.sold == stock;
+        balanced(&self.live) && balanced(&self.store) && self.live == self.store
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: Timestamp,
+}

@@ -1,0 +1,167 @@
+//! Group commit: every state change is appended here (under its sale's lock, so the order per
+//! sale is the order of decisions) and one writer task makes whole batches durable in one
+//! SQLite transaction. Callers wait for the durable watermark to pass their sequence number.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::SqliteConnection;
+use stampede_core::{Order, SaleConfig, WaitlistEntry};
+use tokio::sync::{oneshot, watch, Notify};
+
+use super::lock;
+use super::store::{self, StoreTotals};
+use crate::backend::{EngineError, UserRecord};
+
+/// Position of an append in the journal; durable once the watermark reaches it.
+pub(crate) type Lsn = u64;
+
+pub(crate) enum Record {
+    Sale {
+        id: Arc<str>,
+        config: SaleConfig,
+    },
+    Order {
+        sale_id: Arc<str>,
+        order: Order,
+    },
+    Waitlist {
+        sale_id: Arc<str>,
+        entry: WaitlistEntry,
+    },
+    User(UserRecord),
+    /// Reads the store's totals for a sale after everything appended before it is durable.
+    Probe {
+        sale_id: Arc<str>,
+        reply: oneshot::Sender<Result<StoreTotals, EngineError>>,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Watermark {
+    durable: Lsn,
+    stopped: bool,
+}
+
+pub(crate) struct Journal {
+    // std Mutex: held only to push or swap a Vec, never across an await.
+    queue: Mutex<Queue>,
+    wake: Notify,
+    watermark: watch::Sender<Watermark>,
+    healthy: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queue {
+    last_lsn: Lsn,
+    records: Vec<Record>,
+    closing: bool,
+}
+
+impl Journal {
+    pub(crate) fn new() -> Arc<Self> {
+        let (watermark, _) = watch::channel(Watermark { durable: 0, stopped: false });
+        Arc::new(Self { queue: Mutex::default(), wake: Notify::new(), watermark, healthy: AtomicBool::new(true) })
+    }
+
+    /// Appends records as one step and returns its sequence number.
+    pub(crate) fn append(&self, records: impl IntoIterator<Item = Record>) -> Lsn {
+        let lsn = {
+            let mut queue = lock(&self.queue);
+            queue.records.extend(records);
+            queue.last_lsn += 1;
+            queue.last_lsn
+        };
+        self.wake.notify_one();
+        lsn
+    }
+
+    /// The latest sequence number handed out: waiting for it covers everything appended so far.
+    pub(crate) fn last_lsn(&self) -> Lsn {
+        lock(&self.queue).last_lsn
+    }
+
+    pub(crate) async fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
+        let mut watermark = self.watermark.subscribe();
+        let reached = watermark.wait_for(|w| w.durable >= lsn || w.stopped).await;
+        match reached {
+            Ok(w) if w.durable >= lsn => Ok(()),
+            _ => Err(EngineError::Unavailable("journal stopped".into())),
+        }
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer to write what is queued and stop.
+    pub(crate) fn close(&self) {
+        lock(&self.queue).closing = true;
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> (Vec<Record>, Lsn, bool) {
+        let mut queue = lock(&self.queue);
+        let records = std::mem::take(&mut queue.records);
+        (records, queue.last_lsn, queue.closing)
+    }
+}
+
+/// The single writer: batches everything queued since its last commit into one transaction.
+pub(crate) async fn run_writer(journal: Arc<Journal>, mut conn: SqliteConnection) {
+    loop {
+        let (batch, last_lsn, closing) = journal.take();
+        if batch.is_empty() {
+            journal.watermark.send_modify(|w| w.durable = w.durable.max(last_lsn));
+            if closing {
+                break;
+            }
+            journal.wake.notified().await;
+            continue;
+        }
+        write_batch(&journal, &mut conn, batch).await;
+        journal.watermark.send_modify(|w| w.durable = last_lsn);
+    }
+    journal.watermark.send_modify(|w| w.stopped = true);
+    if let Err(error) = sqlx::Connection::close(conn).await {
+        tracing::warn!(%error, "closing the journal database failed");
+    }
+}
+
+async fn write_batch(journal: &Journal, conn: &mut SqliteConnection, batch: Vec<Record>) {
+    let mut pending = Vec::with_capacity(batch.len());
+    for record in batch {
+        match record {
+            Record::Probe { sale_id, reply } => {
+                commit_until_done(journal, conn, &mut pending).await;
+                let totals = store::probe(conn, &sale_id).await;
+                let _ = reply.send(totals.map_err(|e| EngineError::Unavailable(e.to_string())));
+            }
+            other => pending.push(other),
+        }
+    }
+    commit_until_done(journal, conn, &mut pending).await;
+}
+
+/// Retries until the records are committed: they are already decided in memory, so giving up
+/// would acknowledge nothing but also lose the decision. Requests waiting on them time out.
+async fn commit_until_done(journal: &Journal, conn: &mut SqliteConnection, pending: &mut Vec<Record>) {
+    if pending.is_empty() {
+        return;
+    }
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match store::write(conn, pending).await {
+            Ok(()) => break,
+            Err(error) => {
+                journal.healthy.store(false, Ordering::Relaxed);
+                tracing::error!(%error, records = pending.len(), "journal commit failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    journal.healthy.store(true, Ordering::Relaxed);
+    pending.clear();
+}

@@ -1,0 +1,376 @@
+//! The embedded backend: hot state in memory, sharded by sale (one lock per sale, no global
+//! lock on the purchase path), every change journaled to SQLite with group commit before the
+//! call returns. On open, memory is rebuilt from SQLite and overdue holds are expired.
+
+mod journal;
+mod orders_index;
+mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use stampede_core::{Quantity, Sale, SaleError, Timestamp, Touched, UserId};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use self::journal::{Journal, Lsn, Record};
+use self::orders_index::OrdersIndex;
+use crate::backend::{
+    Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView,
+    UserRecord,
+};
+use crate::ids;
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    pub data_dir: PathBuf,
+    /// fsync the WAL on every commit (survives power loss), not only process death.
+    pub synchronous_full: bool,
+}
+
+pub struct Embedded {
+    // std RwLock: sales are added rarely and looked up on every request; never held across await.
+    sales: RwLock<HashMap<Arc<str>, Arc<SaleSlot>>>,
+    users: Mutex<HashMap<String, UserRecord>>,
+    orders_index: OrdersIndex,
+    journal: Arc<Journal>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) struct SaleSlot {
+    id: Arc<str>,
+    // std Mutex: each step is a few map operations; never held across an await.
+    state: Mutex<SaleShard>,
+}
+
+struct SaleShard {
+    sale: Sale,
+    /// Journal position of each order's latest change, by seq.
+    order_lsn: Vec<Lsn>,
+}
+
+/// Locks a std mutex, carrying on after a panic elsewhere: every step leaves the state whole
+/// before anything that can panic.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unavailable(error: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(error.to_string())
+}
+
+impl Embedded {
+    /// Opens (or creates) the store in `data_dir`, rebuilds memory from it and starts the
+    /// journal writer.
+    pub async fn open(options: EmbeddedOptions) -> Result<Arc<Self>, EngineError> {
+        std::fs::create_dir_all(&options.data_dir).map_err(unavailable)?;
+        let path = options.data_dir.join("stampede.db");
+        let mut conn = store::open(&path, options.synchronous_full).await.map_err(unavailable)?;
+        let loaded = store::load(&mut conn).await.map_err(unavailable)?;
+        let journal = Journal::new();
+        let engine = Arc::new(Self {
+            sales: RwLock::default(),
+            users: Mutex::default(),
+            orders_index: OrdersIndex::default(),
+            journal: journal.clone(),
+            writer: Mutex::new(None),
+        });
+        engine.restore(loaded)?;
+        *lock(&engine.writer) = Some(tokio::spawn(journal::run_writer(journal, conn)));
+        Ok(engine)
+    }
+
+    fn restore(&self, loaded: store::Loaded) -> Result<(), EngineError> {
+        let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
+        for stored in loaded.sales {
+            let id: Arc<str> = Arc::from(stored.id.as_str());
+            let order_count = stored.orders.len();
+            let sale = Sale::restore(stored.config, stored.orders, stored.waitlist)
+                .ok_or_else(|| unavailable(format!("stored orders of sale {id} exceed its stock")))?;
+            let slot = Arc::new(SaleSlot {
+                id: id.clone(),
+                state: Mutex::new(SaleShard { sale, order_lsn: vec![0; order_count] }),
+            });
+            let shard = lock(&slot.state);
+            for order in shard.sale.orders() {
+                self.orders_index.add(&order.user, &slot, order.seq);
+            }
+            drop(shard);
+            sales.insert(id, slot);
+        }
+        let mut users = lock(&self.users);
+        for user in loaded.users {
+            users.insert(user.username.clone(), user);
+        }
+        Ok(())
+    }
+
+    fn slot(&self, sale_id: &str) -> Option<Arc<SaleSlot>> {
+        let sales = self.sales.read().unwrap_or_else(PoisonError::into_inner);
+        sales.get(sale_id).cloned()
+    }
+
+    fn all_slots(&self) -> Vec<Arc<SaleSlot>> {
+        let sales = self.sales.read().unwrap_or_else(PoisonError::into_inner);
+        sales.values().cloned().collect()
+    }
+
+    /// Runs one step on a sale under its lock and journals what it touched in the same lock
+    /// scope, so the journal order per sale is the decision order.
+    fn step<T>(
+        &self,
+        slot: &Arc<SaleSlot>,
+        decide: impl FnOnce(&mut Sale, &mut Touched) -> T,
+    ) -> (T, Lsn, Vec<(UserId, u32)>) {
+        let mut touched = Touched::default();
+        let mut shard = lock(&slot.state);
+        let orders_before = shard.sale.orders().len();
+        let outcome = decide(&mut shard.sale, &mut touched);
+        if touched.is_empty() {
+            return (outcome, 0, Vec::new());
+        }
+        let records = self.records_of(slot, &shard.sale, &touched);
+        let lsn = self.journal.append(records);
+        let shard = &mut *shard;
+        shard.order_lsn.resize(shard.sale.orders().len(), 0);
+        for &seq in &touched.orders {
+            shard.order_lsn[seq as usize] = lsn;
+        }
+        let created =
+            shard.sale.orders()[orders_before..].iter().map(|order| (order.user.clone(), order.seq)).collect();
+        (outcome, lsn, created)
+    }
+
+    fn records_of(&self, slot: &SaleSlot, sale: &Sale, touched: &Touched) -> Vec<Record> {
+        let orders = touched
+            .orders
+            .iter()
+            .filter_map(|&seq| sale.order(seq))
+            .map(|order| Record::Order { sale_id: slot.id.clone(), order: order.clone() });
+        let waitlist = touched
+            .waitlist
+            .iter()
+            .filter_map(|&pos| sale.waitlist_entry(pos))
+            .map(|entry| Record::Waitlist { sale_id: slot.id.clone(), entry: entry.clone() });
+        orders.chain(waitlist).collect()
+    }
+
+    fn index_created(&self, slot: &Arc<SaleSlot>, created: &[(UserId, u32)]) {
+        for (user, seq) in created {
+            self.orders_index.add(user, slot, *seq);
+        }
+    }
+
+    /// The order's view once its latest change is durable.
+    async fn durable_view(&self, slot: &SaleSlot, seq: u32) -> Result<OrderView, EngineError> {
+        let (view, lsn) = {
+            let shard = lock(&slot.state);
+            let order = shard.sale.order(seq).ok_or(SaleError::OrderNotFound)?;
+            (OrderView::of(&slot.id, order), shard.order_lsn.get(seq as usize).copied().unwrap_or(0))
+        };
+        self.journal.wait_durable(lsn).await?;
+        Ok(view)
+    }
+
+    fn order_slot(&self, order_id: &str) -> Result<(Arc<SaleSlot>, u32), EngineError> {
+        let (sale_id, seq) = ids::parse_order_id(order_id).ok_or(SaleError::OrderNotFound)?;
+        let slot = self.slot(&sale_id).ok_or(SaleError::OrderNotFound)?;
+        Ok((slot, seq))
+    }
+
+    /// Pay or cancel: one step on the order's sale, then the durable result.
+    async fn change_order(
+        &self,
+        order_id: &str,
+        change: impl FnOnce(&mut Sale, u32, &mut Touched) -> Result<(), SaleError>,
+    ) -> Result<OrderView, EngineError> {
+        let (slot, seq) = self.order_slot(order_id)?;
+        let (outcome, lsn, created) = self.step(&slot, |sale, touched| change(sale, seq, touched));
+        self.index_created(&slot, &created);
+        self.journal.wait_durable(lsn).await?;
+        outcome?;
+        self.durable_view(&slot, seq).await
+    }
+}
+
+#[async_trait]
+impl Backend for Embedded {
+    async fn create_sale(&self, new: NewSale, now: Timestamp) -> Result<SaleView, EngineError> {
+        let id: Arc<str> = Arc::from(ids::new_sale_id());
+        let config = new.into_config(now);
+        let slot = Arc::new(SaleSlot {
+            id: id.clone(),
+            state: Mutex::new(SaleShard { sale: Sale::new(config.clone()), order_lsn: Vec::new() }),
+        });
+        let view = SaleView::of(&id, &lock(&slot.state).sale, now);
+        let lsn = {
+            let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
+            let lsn = self.journal.append([Record::Sale { id: id.clone(), config }]);
+            sales.insert(id, slot);
+            lsn
+        };
+        self.journal.wait_durable(lsn).await?;
+        Ok(view)
+    }
+
+    async fn sale(&self, sale_id: &str, now: Timestamp) -> Result<SaleView, EngineError> {
+        let slot = self.slot(sale_id).ok_or(EngineError::SaleNotFound)?;
+        let shard = lock(&slot.state);
+        Ok(SaleView::of(&slot.id, &shard.sale, now))
+    }
+
+    async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError> {
+        let slot = self.slot(&command.sale_id).ok_or(EngineError::SaleNotFound)?;
+        let (outcome, lsn, created) = self.step(&slot, |sale, touched| {
+            sale.purchase(&command.user, command.quantity, command.idempotency_key, now, touched)
+        });
+        self.index_created(&slot, &created);
+        self.journal.wait_durable(lsn).await?;
+        let outcome = outcome?;
+        let order = self.durable_view(&slot, outcome.seq()).await?;
+        let created = matches!(outcome, stampede_core::PurchaseOutcome::Created(_));
+        Ok(PurchaseResult { order, created })
+    }
+
+    async fn order(&self, order_id: &str, user: &UserId) -> Result<OrderView, EngineError> {
+        let (slot, seq) = self.order_slot(order_id)?;
+        let view = self.durable_view(&slot, seq).await?;
+        if view.user_id != user.as_str() {
+            return Err(SaleError::OrderNotFound.into());
+        }
+        Ok(view)
+    }
+
+    async fn orders_of(&self, user: &UserId) -> Result<Vec<OrderView>, EngineError> {
+        let mut views = Vec::new();
+        for (slot, seq) in self.orders_index.of(user).into_iter().rev() {
+            views.push(self.durable_view(&slot, seq).await?);
+        }
+        // Stable: orders made in the same millisecond keep newest-first index order.
+        views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(views)
+    }
+
+    async fn pay(
+        &self,
+        order_id: &str,
+        user: &UserId,
+        payment_ref: Option<String>,
+        now: Timestamp,
+    ) -> Result<OrderView, EngineError> {
+        self.change_order(order_id, |sale, seq, touched| sale.pay(seq, user, payment_ref, now, touched)).await
+    }
+
+    async fn cancel(&self, order_id: &str, user: &UserId, now: Timestamp) -> Result<OrderView, EngineError> {
+        self.change_order(order_id, |sale, seq, touched| sale.cancel(seq, user, now, touched)).await
+    }
+
+    async fn join_waitlist(
+        &self,
+        sale_id: &str,
+        user: &UserId,
+        quantity: Quantity,
+        now: Timestamp,
+    ) -> Result<u32, EngineError> {
+        let slot = self.slot(sale_id).ok_or(EngineError::SaleNotFound)?;
+        let (outcome, lsn, _) = self.step(&slot, |sale, touched| sale.join_waitlist(user, quantity, now, touched));
+        self.journal.wait_durable(lsn).await?;
+        Ok(outcome?)
+    }
+
+    async fn expire_due(&self, now: Timestamp) -> Result<usize, EngineError> {
+        let mut expired = 0;
+        let mut last_lsn = 0;
+        for slot in self.all_slots() {
+            let due = lock(&slot.state).sale.next_deadline().is_some_and(|deadline| deadline <= now);
+            if !due {
+                continue;
+            }
+            let (ended, lsn, created) = self.step(&slot, |sale, touched| {
+                sale.expire_due(now, touched);
+                touched.orders.len()
+            });
+            self.index_created(&slot, &created);
+            expired += ended - created.len();
+            last_lsn = last_lsn.max(lsn);
+        }
+        self.journal.wait_durable(last_lsn).await?;
+        Ok(expired)
+    }
+
+    async fn ledger(&self, sale_id: &str) -> Result<Ledger, EngineError> {
+        let slot = self.slot(sale_id).ok_or(EngineError::SaleNotFound)?;
+        let (reply, answer) = oneshot::channel();
+        let (stock, live) = {
+            let shard = lock(&slot.state);
+            let sale = &shard.sale;
+            self.journal.append([Record::Probe { sale_id: slot.id.clone(), reply }]);
+            let live = LedgerCounts {
+                available: i64::from(sale.available()),
+                held: i64::from(sale.held()),
+                sold: i64::from(sale.sold()),
+            };
+            (sale.config().stock, live)
+        };
+        let totals = answer.await.map_err(|_| unavailable("journal stopped"))??;
+        let store = LedgerCounts {
+            available: i64::from(stock) - totals.held - totals.paid,
+            held: totals.held,
+            sold: totals.paid,
+        };
+        Ok(Ledger {
+            sale_id: sale_id.to_owned(),
+            stock,
+            live,
+            store,
+            cancelled: totals.cancelled,
+            expired: totals.expired,
+            orders: totals.orders,
+        })
+    }
+
+    async fn create_user(&self, new: NewUser) -> Result<UserRecord, EngineError> {
+        let (record, lsn) = {
+            let mut users = lock(&self.users);
+            if users.contains_key(&new.username) {
+                return Err(EngineError::UsernameTaken);
+            }
+            let record = UserRecord {
+                id: ids::new_user_id(),
+                username: new.username,
+                password_hash: new.password_hash,
+                created_at: Timestamp::now(),
+            };
+            users.insert(record.username.clone(), record.clone());
+            let lsn = self.journal.append([Record::User(record.clone())]);
+            (record, lsn)
+        };
+        self.journal.wait_durable(lsn).await?;
+        Ok(record)
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, EngineError> {
+        let user = lock(&self.users).get(username).cloned();
+        if user.is_some() {
+            // The account may have been created a moment ago and still be in flight.
+            self.journal.wait_durable(self.journal.last_lsn()).await?;
+        }
+        Ok(user)
+    }
+
+    async fn ready(&self) -> bool {
+        self.journal.is_healthy() && lock(&self.writer).as_ref().is_some_and(|w| !w.is_finished())
+    }
+
+    async fn shutdown(&self) {
+        self.journal.close();
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer {
+            if let Err(error) = writer.await {
+                tracing::error!(%error, "journal writer ended abnormally");
+            }
+        }
+    }
+}

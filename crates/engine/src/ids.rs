@@ -1,0 +1,53 @@
+//! Opaque identifiers. Clients must not parse them; the engine does, to route an order id to
+//! its sale without a global index.
+
+use rand::distr::{Alphanumeric, SampleString};
+
+const SALE_PREFIX: &str = "s_";
+const ORDER_PREFIX: &str = "o_";
+
+pub fn new_sale_id() -> String {
+    format!("{SALE_PREFIX}{}", random_token(16))
+}
+
+pub fn new_user_id() -> String {
+    format!("u_{}", random_token(16))
+}
+
+pub fn random_token(len: usize) -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), len).to_ascii_lowercase()
+}
+
+/// `o_<sale suffix>_<seq in hex>`.
+pub fn order_id(sale_id: &str, seq: u32) -> String {
+    let suffix = sale_id.strip_prefix(SALE_PREFIX).unwrap_or(sale_id);
+    format!("{ORDER_PREFIX}{suffix}_{seq:x}")
+}
+
+/// The sale id and seq an order id names, if it is well formed.
+pub fn parse_order_id(order_id: &str) -> Option<(String, u32)> {
+    let rest = order_id.strip_prefix(ORDER_PREFIX)?;
+    let (suffix, seq) = rest.rsplit_once('_')?;
+    let seq = u32::from_str_radix(seq, 16).ok()?;
+    let well_formed = !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_alphanumeric());
+    well_formed.then(|| (format!("{SALE_PREFIX}{suffix}"), seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_round_trip() {
+        let sale = new_sale_id();
+        let id = order_id(&sale, 300);
+        assert_eq!(parse_order_id(&id), Some((sale, 300)));
+    }
+
+    #[test]
+    fn malformed_order_ids_are_rejected() {
+        for bad in ["", "o_", "o__1", "o_abc_zz", "x_abc_1", "o_a-b_1", "o_abc_123456789"] {
+            assert_eq!(parse_order_id(bad), None, "{bad}");
+        }
+    }
+}

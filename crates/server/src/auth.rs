@@ -1,0 +1,133 @@
+//! Bearer tokens: HS256 user JWTs (`sub`, `exp`) and the admin token.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use stampede_core::{Timestamp, UserId};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    admin_token: String,
+    session_ttl_seconds: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+}
+
+impl Auth {
+    pub fn new(jwt_secret: &str, admin_token: &str, session_ttl_seconds: u64) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(jwt_secret.as_bytes()),
+            decoding: DecodingKey::from_secret(jwt_secret.as_bytes()),
+            validation,
+            admin_token: admin_token.to_owned(),
+            session_ttl_seconds,
+        }
+    }
+
+    /// The user a token speaks for, if it is a valid, unexpired HS256 token with a `sub`.
+    pub fn verify(&self, token: &str) -> Option<UserId> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        UserId::new(&data.claims.sub).ok()
+    }
+
+    pub fn is_admin(&self, token: &str) -> bool {
+        constant_time_eq(token.as_bytes(), self.admin_token.as_bytes())
+    }
+
+    /// A session token for a built-in account.
+    pub fn mint(&self, user_id: &str) -> Result<(String, Timestamp), ApiError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let exp = now + self.session_ttl_seconds;
+        let claims = Claims { sub: user_id.to_owned(), exp };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|error| {
+            tracing::error!(%error, "signing a session token failed");
+            ApiError::internal()
+        })?;
+        let expires_at = Timestamp(i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000));
+        Ok((token, expires_at))
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A request made by a user with a valid token.
+pub struct User(pub UserId);
+
+impl FromRequestParts<AppState> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        state.auth.verify(token).map(User).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// A request made with the admin token. A user token here is forbidden, anything else
+/// unauthorized.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        if state.auth.is_admin(token) {
+            return Ok(Admin);
+        }
+        if state.auth.verify(token).is_some() {
+            return Err(ApiError::forbidden());
+        }
+        Err(ApiError::unauthorized())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify_and_others_do_not() {
+        let auth = Auth::new("secret-one", "admin", 60);
+        let (token, _) = auth.mint("u_1").unwrap();
+        assert_eq!(auth.verify(&token).unwrap().as_str(), "u_1");
+        let other = Auth::new("secret-two", "admin", 60);
+        assert!(other.verify(&token).is_none());
+        assert!(auth.verify("abc.def.ghi").is_none());
+    }
+
+    #[test]
+    fn admin_token_compare() {
+        let auth = Auth::new("s", "the-admin-token", 60);
+        assert!(auth.is_admin("the-admin-token"));
+        assert!(!auth.is_admin("the-admin-tokeN"));
+        assert!(!auth.is_admin("the-admin"));
+    }
+}

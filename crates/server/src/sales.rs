@@ -1,0 +1,164 @@
+//! Flash sales: create, read, buy (hold), join the waitlist.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use stampede_core::{Quantity, Timestamp};
+use stampede_engine::{NewSale, PurchaseCommand, SaleView};
+
+use crate::auth::{Admin, User};
+use crate::error::ApiError;
+use crate::extract::{IdempotencyHeader, JsonBody};
+use crate::orders::OrderBody;
+use crate::AppState;
+
+const MAX_HOLD_SECONDS: u32 = 7 * 24 * 3600;
+
+#[derive(Deserialize)]
+pub struct CreateSale {
+    name: String,
+    stock: u32,
+    price_cents: i64,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    per_user_limit: Option<u32>,
+    hold_seconds: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct SaleBody {
+    id: String,
+    name: String,
+    price_cents: i64,
+    stock: u32,
+    available: u32,
+    held: u32,
+    sold: u32,
+    per_user_limit: u32,
+    hold_seconds: u32,
+    starts_at: String,
+    ends_at: Option<String>,
+    status: &'static str,
+    waitlisted: u32,
+}
+
+impl From<SaleView> for SaleBody {
+    fn from(sale: SaleView) -> Self {
+        Self {
+            id: sale.id,
+            name: sale.name,
+            price_cents: sale.price_cents,
+            stock: sale.stock,
+            available: sale.available,
+            held: sale.held,
+            sold: sale.sold,
+            per_user_limit: sale.per_user_limit,
+            hold_seconds: sale.hold_seconds,
+            starts_at: sale.starts_at.to_rfc3339(),
+            ends_at: sale.ends_at.map(Timestamp::to_rfc3339),
+            status: sale.status.as_str(),
+            waitlisted: sale.waitlisted,
+        }
+    }
+}
+
+fn parse_time(field: &str, text: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        Timestamp::parse_rfc3339(&t).ok_or_else(|| ApiError::invalid(format!("{field}: not an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+impl TryFrom<CreateSale> for NewSale {
+    type Error = ApiError;
+
+    fn try_from(body: CreateSale) -> Result<Self, ApiError> {
+        let name = body.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ApiError::invalid("name: must be 1 to 200 characters"));
+        }
+        if body.price_cents < 0 {
+            return Err(ApiError::invalid("price_cents: must not be negative"));
+        }
+        let per_user_limit = body.per_user_limit.unwrap_or(1);
+        if per_user_limit == 0 {
+            return Err(ApiError::invalid("per_user_limit: must be at least 1"));
+        }
+        let hold_seconds = body.hold_seconds.unwrap_or(600);
+        if hold_seconds == 0 || hold_seconds > MAX_HOLD_SECONDS {
+            return Err(ApiError::invalid("hold_seconds: must be between 1 and 604800"));
+        }
+        let starts_at = parse_time("starts_at", body.starts_at)?;
+        let ends_at = parse_time("ends_at", body.ends_at)?;
+        if let (Some(start), Some(end)) = (starts_at, ends_at) {
+            if end <= start {
+                return Err(ApiError::invalid("ends_at: must be after starts_at"));
+            }
+        }
+        Ok(NewSale {
+            name,
+            stock: body.stock,
+            price_cents: body.price_cents,
+            starts_at,
+            ends_at,
+            per_user_limit,
+            hold_seconds,
+        })
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<CreateSale>,
+) -> Result<(StatusCode, Json<SaleBody>), ApiError> {
+    let sale = NewSale::try_from(body)?;
+    let view = state.backend.create_sale(sale, Timestamp::now()).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<SaleBody>, ApiError> {
+    let view = state.backend.sale(&id, Timestamp::now()).await?;
+    Ok(Json(view.into()))
+}
+
+#[derive(Deserialize)]
+pub struct QuantityBody {
+    quantity: Option<i64>,
+}
+
+impl QuantityBody {
+    fn quantity(&self) -> Result<Quantity, ApiError> {
+        Ok(self.quantity.map(Quantity::new).transpose()?.unwrap_or(Quantity::ONE))
+    }
+}
+
+pub async fn purchase(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(sale_id): Path<String>,
+    IdempotencyHeader(key): IdempotencyHeader,
+    JsonBody(body): JsonBody<QuantityBody>,
+) -> Result<(StatusCode, Json<OrderBody>), ApiError> {
+    let command = PurchaseCommand { sale_id, user, quantity: body.quantity()?, idempotency_key: key };
+    let result = state.backend.purchase(command, Timestamp::now()).await?;
+    let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(result.order.into())))
+}
+
+#[derive(Serialize)]
+pub struct WaitlistBody {
+    position: u32,
+}
+
+pub async fn join_waitlist(
+    State(state): State<AppState>,
+    User(user): User,
+    Path(sale_id): Path<String>,
+    JsonBody(body): JsonBody<QuantityBody>,
+) -> Result<(StatusCode, Json<WaitlistBody>), ApiError> {
+    let quantity = body.quantity()?;
+    let position = state.backend.join_waitlist(&sale_id, &user, quantity, Timestamp::now()).await?;
+    Ok((StatusCode::CREATED, Json(WaitlistBody { position })))
+}
