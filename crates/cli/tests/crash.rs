@@ -10,7 +10,7 @@ use common::{for_each_concurrent, Api, Server};
 const WORKERS: usize = 16;
 const CYCLES: usize = 4;
 const LOAD_BEFORE_KILL: Duration = Duration::from_millis(700);
-const BIG_STOCK: u64 = 2000;
+const BIG_STOCK: u64 = 10_000;
 const SMALL_STOCK: u64 = 25;
 
 /// A purchase the server answered 201 to; it must survive any crash.
@@ -57,6 +57,9 @@ async fn acknowledged_orders_survive_repeated_kill_9() {
         }
         let resolved = retry_in_flight(&api, in_flight).await;
         acked.extend(resolved);
+        for sale_id in &sales {
+            eprintln!("DIAG sale {}", api.sale(sale_id).await);
+        }
         for sale_id in &sales {
             let sale = api.assert_consistent(sale_id).await;
             let expected = acked_units(&acked, sale_id);
@@ -180,6 +183,7 @@ async fn retry_in_flight(api: &Api, in_flight: Vec<InFlight>) -> Vec<Acked> {
 async fn retry_one(api: &Api, request: InFlight) -> Option<Acked> {
     let reply = api.buy(&request.user, &request.sale_id, 1, Some(&request.key)).await;
     let orders = api.orders(&request.user).await;
+    eprintln!("DIAG retry {} -> {} existing {}", request.key, reply.status, orders.len());
     let for_sale: Vec<_> = orders.iter().filter(|order| order["sale_id"].as_str() == Some(&request.sale_id)).collect();
     assert!(for_sale.len() <= 1, "key {} produced {} orders: {orders:?}", request.key, for_sale.len());
     if reply.status == 409 && reply.code() == "sold_out" {

@@ -260,10 +260,22 @@ impl Sale {
         if self.config.ends_at.is_some_and(|end| now >= end) {
             return SaleStatus::Ended;
         }
-        if self.available == 0 {
+        if self.buyable() == 0 {
             return SaleStatus::SoldOut;
         }
         SaleStatus::Live
+    }
+
+    /// Units a new buyer can take: none while anyone waits, because released units are the
+    /// waitlist's first (the head may be waiting for more units than are free yet).
+    pub fn buyable(&self) -> u32 {
+        let start = self.waitlist_head.min(self.waitlist.len());
+        let someone_waits = self.waitlist[start..].iter().any(|entry| entry.status == WaitlistStatus::Waiting);
+        if someone_waits {
+            0
+        } else {
+            self.available
+        }
     }
 
     fn in_window(&self, now: Timestamp) -> bool {
@@ -296,7 +308,7 @@ impl Sale {
         if self.units_of(user) + units > self.config.per_user_limit {
             return Err(SaleError::LimitReached);
         }
-        if self.available < units {
+        if self.buyable() < units {
             return Err(SaleError::SoldOut);
         }
         let seq = self.create_hold(user.clone(), units, key, now);
@@ -483,7 +495,7 @@ impl Sale {
         if self.units_of(user) + units > self.config.per_user_limit {
             return Err(SaleError::LimitReached);
         }
-        if self.available >= units {
+        if self.buyable() >= units {
             return Err(SaleError::StockAvailable);
         }
         let index = self.waitlist.len() as u32;

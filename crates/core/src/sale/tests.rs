@@ -393,20 +393,44 @@ fn released_units_go_fifo_to_the_waitlist_as_fresh_holds() {
 }
 
 #[test]
-fn waitlisted_user_who_would_exceed_the_limit_is_dropped_and_skipped() {
+fn nobody_overtakes_the_waitlist() {
     let mut sale = new_sale(3, 2);
-    let (alice, xavier, bob, carol) = (user("alice"), user("xavier"), user("bob"), user("carol"));
+    let (alice, xavier, bob, carol, dave) = (user("alice"), user("xavier"), user("bob"), user("carol"), user("dave"));
     let alices = buy(&mut sale, &alice, 2, T0).unwrap();
     let xaviers = buy(&mut sale, &xavier, 1, T0).unwrap();
     join(&mut sale, &bob, 2, T0).0.unwrap();
     join(&mut sale, &carol, 1, T0).0.unwrap();
-    cancel(&mut sale, xaviers, &xavier, secs(1)).0.unwrap();
-    buy(&mut sale, &bob, 1, secs(2)).unwrap();
 
-    assert_eq!(cancel(&mut sale, alices, &alice, secs(3)), (Ok(()), touched(&[alices, 3], &[0, 1])));
-    assert_eq!(entry_status(&sale, 0), WaitlistStatus::Dropped);
-    assert_eq!(entry_status(&sale, 1), WaitlistStatus::Granted(3));
+    assert_eq!(cancel(&mut sale, xaviers, &xavier, secs(1)), (Ok(()), touched(&[xaviers], &[])));
+    assert_eq!(ledger(&sale), [1, 2, 0]);
+    assert_eq!(sale.buyable(), 0);
+    assert_eq!(sale.status(secs(2)), SaleStatus::SoldOut);
+    assert_eq!(buy(&mut sale, &dave, 1, secs(2)), Err(SaleError::SoldOut));
+    assert_eq!(buy(&mut sale, &bob, 1, secs(2)), Err(SaleError::SoldOut));
+    assert_eq!(join(&mut sale, &dave, 1, secs(2)).0, Ok(3));
+
+    assert_eq!(cancel(&mut sale, alices, &alice, secs(3)), (Ok(()), touched(&[alices, 2, 3], &[0, 1])));
+    assert_eq!(sale.order(2).unwrap().user, bob);
     assert_eq!(sale.order(3).unwrap().user, carol);
+    assert_eq!(entry_status(&sale, 2), WaitlistStatus::Waiting);
+    assert_eq!(ledger(&sale), [0, 3, 0]);
+}
+
+#[test]
+fn a_waiting_user_over_the_limit_at_grant_time_is_dropped_and_skipped() {
+    let mut sale = new_sale(3, 2);
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    let waitlist = vec![
+        WaitlistEntry { position: 0, user: bob.clone(), quantity: 2, joined_at: T0, status: WaitlistStatus::Waiting },
+        WaitlistEntry { position: 1, user: carol.clone(), quantity: 1, joined_at: T0, status: WaitlistStatus::Waiting },
+    ];
+    let orders = vec![order(0, "alice", 2, OrderStatus::Held), order(1, "bob", 1, OrderStatus::Held)];
+    sale = Sale::restore(sale.config().clone(), orders, waitlist).unwrap();
+
+    assert_eq!(cancel(&mut sale, 0, &alice, secs(1)), (Ok(()), touched(&[0, 2], &[0, 1])));
+    assert_eq!(entry_status(&sale, 0), WaitlistStatus::Dropped);
+    assert_eq!(entry_status(&sale, 1), WaitlistStatus::Granted(2));
+    assert_eq!(sale.order(2).unwrap().user, carol);
     assert_eq!(sale.units_of(&bob), 1);
     assert_eq!(sale.waitlist_place(&bob), None);
     assert_eq!(ledger(&sale), [1, 2, 0]);
@@ -495,12 +519,13 @@ fn restored_sale_keeps_expiry_idempotency_and_the_waitlist_working() {
     assert_eq!(expire(&mut restored, secs(10 + HOLD)), touched(&[3], &[]));
     assert_eq!(entry_status(&restored, 0), WaitlistStatus::Waiting);
     assert_eq!(ledger(&restored), [1, 3, 2]);
-    assert_eq!(buy(&mut restored, &c, 1, secs(10 + HOLD)), Ok(6));
+    assert_eq!(buy(&mut restored, &c, 1, secs(10 + HOLD)), Err(SaleError::SoldOut));
 
-    assert_eq!(expire(&mut restored, secs(2 + 2 * HOLD)), touched(&[4, 7], &[0, 1]));
-    assert_eq!(restored.order(7).unwrap().user, d);
-    assert_eq!(entry_status(&restored, 0), WaitlistStatus::Granted(7));
-    assert_eq!(entry_status(&restored, 1), WaitlistStatus::Dropped);
+    assert_eq!(expire(&mut restored, secs(2 + 2 * HOLD)), touched(&[4, 6, 7], &[0, 1]));
+    assert_eq!(restored.order(6).unwrap().user, d);
+    assert_eq!(restored.order(7).unwrap().user, c);
+    assert_eq!(entry_status(&restored, 0), WaitlistStatus::Granted(6));
+    assert_eq!(entry_status(&restored, 1), WaitlistStatus::Granted(7));
     assert_eq!(restored.waiting_count(), 0);
     assert_eq!(restored.units_of(&c), 2);
     assert_eq!(ledger(&restored), [0, 4, 2]);
@@ -650,6 +675,15 @@ impl Model {
         self.config.stock - self.units_in(OrderStatus::Held) - self.units_in(OrderStatus::Paid)
     }
 
+    fn buyable(&self) -> u32 {
+        let someone_waits = self.waitlist.iter().any(|e| e.status == WaitlistStatus::Waiting);
+        if someone_waits {
+            0
+        } else {
+            self.available()
+        }
+    }
+
     fn units_of(&self, user: usize) -> u32 {
         let live = |o: &&ModelOrder| matches!(o.status, OrderStatus::Held | OrderStatus::Paid);
         self.orders.iter().filter(|o| o.user == user).filter(live).map(|o| o.units).sum()
@@ -685,7 +719,7 @@ impl Model {
         if self.units_of(user) + units > self.config.per_user_limit {
             return Err(SaleError::LimitReached);
         }
-        if self.available() < units {
+        if self.buyable() < units {
             return Err(SaleError::SoldOut);
         }
         Ok(PurchaseOutcome::Created(self.hold(user, units, key, now)))
@@ -776,7 +810,7 @@ impl Model {
         if self.units_of(user) + units > self.config.per_user_limit {
             return Err(SaleError::LimitReached);
         }
-        if self.available() >= units {
+        if self.buyable() >= units {
             return Err(SaleError::StockAvailable);
         }
         self.waitlist.push(ModelEntry { user, units, status: WaitlistStatus::Waiting });
