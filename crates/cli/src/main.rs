@@ -1,5 +1,6 @@
 //! The `stampede` binary: the server and the tools around it.
 
+mod bench;
 mod config;
 mod secrets;
 mod serve;
@@ -17,6 +18,8 @@ struct Cli {
 enum Command {
     /// Run the server (embedded store by default).
     Serve(config::ServeArgs),
+    /// Load-test a running server: healthz baseline, then purchases from distinct users.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,8 +31,12 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::run(config::Config::resolve(args)?)),
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve::run(config::Config::resolve(args)?))
+        }
+        // One thread: the load generator shares the machine with the server it measures.
+        Command::Bench(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args)),
     }
 }

@@ -47,7 +47,6 @@ async fn acknowledged_orders_survive_repeated_kill_9() {
     for cycle in 0..CYCLES {
         let outcomes = load_then_kill(&mut server, &sales, cycle).await;
         let in_flight = sort_outcomes(outcomes, &mut acked);
-        eprintln!("DIAG cycle {cycle}: acked total {} in flight {}", acked.len(), in_flight.len());
         server.restart().await;
         let api = server.api().clone();
 
@@ -58,9 +57,6 @@ async fn acknowledged_orders_survive_repeated_kill_9() {
         let resolved = retry_in_flight(&api, in_flight).await;
         acked.extend(resolved);
         for sale_id in &sales {
-            eprintln!("DIAG sale {}", api.sale(sale_id).await);
-        }
-        for sale_id in &sales {
             let sale = api.assert_consistent(sale_id).await;
             let expected = acked_units(&acked, sale_id);
             assert_eq!(sale["held"].as_u64(), Some(expected), "after retries held == acknowledged units: {sale}");
@@ -69,6 +65,22 @@ async fn acknowledged_orders_survive_repeated_kill_9() {
     assert!(acked.iter().any(|order| order.sale_id == sales[0]), "no purchase was ever acknowledged");
     let small_sale = server.api().sale(&sales[1]).await;
     assert_eq!(small_sale["available"].as_u64(), Some(0), "the small sale sells out: {small_sale}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_keeps_orders() {
+    let mut server = Server::start().await;
+    let sale_id = server.api().sale_with(5, 1, 600).await;
+    let order = server.api().buy("crash-term", &sale_id, 1, Some("term-1")).await;
+    let order_id = order.expect(201)["id"].as_str().expect("order id").to_string();
+
+    let status = server.terminate().await;
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    server.restart().await;
+    let api = server.api();
+    assert_eq!(api.order("crash-term", &order_id).await.expect(200)["status"], "held");
+    let sale = api.assert_consistent(&sale_id).await;
+    assert_eq!(sale["held"].as_u64(), Some(1), "{sale}");
 }
 
 /// Runs `WORKERS` buyers against the live server, then SIGKILLs it mid-load.
@@ -183,7 +195,6 @@ async fn retry_in_flight(api: &Api, in_flight: Vec<InFlight>) -> Vec<Acked> {
 async fn retry_one(api: &Api, request: InFlight) -> Option<Acked> {
     let reply = api.buy(&request.user, &request.sale_id, 1, Some(&request.key)).await;
     let orders = api.orders(&request.user).await;
-    eprintln!("DIAG retry {} -> {} existing {}", request.key, reply.status, orders.len());
     let for_sale: Vec<_> = orders.iter().filter(|order| order["sale_id"].as_str() == Some(&request.sale_id)).collect();
     assert!(for_sale.len() <= 1, "key {} produced {} orders: {orders:?}", request.key, for_sale.len());
     if reply.status == 409 && reply.code() == "sold_out" {

@@ -68,3 +68,26 @@ async fn the_same_key_from_another_user_is_another_order() {
     assert_eq!(api.orders("idem-alice").await.len(), 1);
     assert_eq!(api.orders("idem-bob").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paying_twice_sells_once_and_cancel_returns_units() {
+    let server = Server::start().await;
+    let api = server.api();
+    let sale_id = api.sale_with(10, 2, 600).await;
+
+    let paid = api.buy("idem-dora", &sale_id, 2, Some("dora-1")).await;
+    let paid_id = paid.expect(201)["id"].as_str().expect("order id").to_string();
+    for _ in 0..2 {
+        let reply = api.pay("idem-dora", &paid_id).await;
+        assert_eq!(reply.expect(200)["status"], "paid", "{}", reply.text);
+    }
+    let cancelled = api.buy("idem-erin", &sale_id, 1, Some("erin-1")).await;
+    let cancelled_id = cancelled.expect(201)["id"].as_str().expect("order id").to_string();
+    let reply = api.cancel("idem-erin", &cancelled_id).await;
+    assert_eq!(reply.expect(200)["status"], "cancelled", "{}", reply.text);
+
+    let sale = api.assert_consistent(&sale_id).await;
+    let counts = (sale["available"].as_u64(), sale["held"].as_u64(), sale["sold"].as_u64());
+    assert_eq!(counts, (Some(8), Some(0), Some(2)), "{sale}");
+    api.buy("idem-dora", &sale_id, 1, Some("dora-2")).await.expect_error(409, "limit_reached");
+}

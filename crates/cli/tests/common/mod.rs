@@ -66,6 +66,15 @@ impl Server {
         let _ = self.child.kill().await;
     }
 
+    /// SIGTERM (through `kill(1)`, to avoid a libc dependency) and wait for a clean exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("server still running").to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let exited = tokio::time::timeout(STARTUP_TIMEOUT, self.child.wait()).await;
+        exited.expect("server did not exit after SIGTERM").expect("wait for server")
+    }
+
     /// Kills the process if it still runs, then starts a new one on the same data dir.
     pub async fn restart(&mut self) {
         self.kill9().await;

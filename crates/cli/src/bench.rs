@@ -1,0 +1,104 @@
+//! `stampede bench`: drives a running server and reports throughput and latency, always next
+//! to a `GET /healthz` baseline taken in the same run on the same server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use stampede_loadgen::{Phase, PurchaseScenario, Report, Target};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// The server's JWT secret (to mint user tokens).
+    #[arg(long, env = "STAMPEDE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// The server's admin token (to create the sales).
+    #[arg(long, env = "STAMPEDE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured seconds per phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Warm-up seconds per phase, not measured.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Sales the buyers are spread over (1 = one hot SKU).
+    #[arg(long, default_value_t = 1)]
+    sales: usize,
+    /// Stock of each sale.
+    #[arg(long, default_value_t = 10_000_000)]
+    stock: u32,
+    /// Distinct users (each buys at most once unless the run wraps around).
+    #[arg(long, default_value_t = 2_000_000)]
+    users: usize,
+    /// Send a unique Idempotency-Key with every purchase.
+    #[arg(long)]
+    idempotency_keys: bool,
+    /// Process id of the server, to report its memory (Linux).
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let target = Target { addr: args.addr, jwt_secret: args.jwt_secret.clone(), admin_token: args.admin_token.clone() };
+    let phase = Phase {
+        connections: args.connections,
+        duration: Duration::from_secs(args.seconds),
+        warmup: Duration::from_secs(args.warmup),
+    };
+    let baseline = stampede_loadgen::healthz(&target, &phase).await.context("healthz phase")?;
+    println!("{}", baseline.line());
+    let rss_before = args.server_pid.and_then(rss_kib);
+    let scenario = PurchaseScenario {
+        sales: args.sales,
+        stock_per_sale: args.stock,
+        users: args.users,
+        quantity: 1,
+        per_user_limit: 1,
+        idempotency_keys: args.idempotency_keys,
+    };
+    let purchases = stampede_loadgen::purchases(&target, &phase, &scenario).await.context("purchase phase")?;
+    println!("{}", purchases.line());
+    print_summary(&baseline, &purchases);
+    if let (Some(before), Some(after)) = (rss_before, args.server_pid.and_then(rss_kib)) {
+        print_memory(before, after, &purchases);
+    }
+    Ok(())
+}
+
+fn print_summary(baseline: &Report, purchases: &Report) {
+    println!(
+        "ratio purchases/healthz = {:.2}  (purchases {:.0}/s p50 {:?} p99 {:?} p99.9 {:?}; healthz {:.0}/s p50 {:?} p99 {:?})",
+        purchases.ratio_to(baseline),
+        purchases.rps,
+        purchases.p50,
+        purchases.p99,
+        purchases.p999,
+        baseline.rps,
+        baseline.p50,
+        baseline.p99,
+    );
+}
+
+/// Memory growth per held order; warm-up holds are not in `ok`, so this is an upper bound.
+fn print_memory(before_kib: u64, after_kib: u64, purchases: &Report) {
+    let grown = after_kib.saturating_sub(before_kib);
+    let per_million_mib = if purchases.ok > 0 { grown as f64 / 1024.0 * 1e6 / purchases.ok as f64 } else { f64::NAN };
+    println!(
+        "server RSS {before_kib} KiB -> {after_kib} KiB after {} holds: about {per_million_mib:.0} MiB per 1M held orders",
+        purchases.ok
+    );
+}
+
+/// Resident set size of a process in KiB, from /proc.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
