@@ -4,6 +4,7 @@
 //! keeps hot state in memory and makes every change durable in SQLite before it is reported.
 
 pub mod backend;
+pub mod conformance;
 pub mod embedded;
 pub mod expiry;
 pub mod ids;

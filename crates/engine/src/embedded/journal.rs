@@ -2,13 +2,13 @@
 //! sale is the order of decisions) and one writer task makes whole batches durable in one
 //! SQLite transaction. Callers wait for the durable watermark to pass their sequence number.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::SqliteConnection;
 use stampede_core::{Order, SaleConfig, WaitlistEntry};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use super::lock;
 use super::store::{self, StoreTotals};
@@ -38,18 +38,24 @@ pub(crate) enum Record {
     },
 }
 
-#[derive(Debug, Clone, Copy)]
+/// How far the journal is durable, and who waits for more. Each waiter is woken once, when
+/// its own position is reached (not on every commit).
+#[derive(Default)]
 struct Watermark {
     durable: Lsn,
     stopped: bool,
+    waiters: Vec<(Lsn, oneshot::Sender<()>)>,
 }
 
 pub(crate) struct Journal {
     // std Mutex: held only to push or swap a Vec, never across an await.
     queue: Mutex<Queue>,
     wake: Notify,
-    watermark: watch::Sender<Watermark>,
+    // std Mutex: a check-and-register or a drain, never across an await.
+    watermark: Mutex<Watermark>,
     healthy: AtomicBool,
+    commits: AtomicU64,
+    committed_records: AtomicU64,
 }
 
 #[derive(Default)]
@@ -61,8 +67,14 @@ struct Queue {
 
 impl Journal {
     pub(crate) fn new() -> Arc<Self> {
-        let (watermark, _) = watch::channel(Watermark { durable: 0, stopped: false });
-        Arc::new(Self { queue: Mutex::default(), wake: Notify::new(), watermark, healthy: AtomicBool::new(true) })
+        Arc::new(Self {
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            watermark: Mutex::default(),
+            healthy: AtomicBool::new(true),
+            commits: AtomicU64::new(0),
+            committed_records: AtomicU64::new(0),
+        })
     }
 
     /// Appends records as one step and returns its sequence number.
@@ -83,12 +95,43 @@ impl Journal {
     }
 
     pub(crate) async fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
-        let mut watermark = self.watermark.subscribe();
-        let reached = watermark.wait_for(|w| w.durable >= lsn || w.stopped).await;
-        match reached {
-            Ok(w) if w.durable >= lsn => Ok(()),
-            _ => Err(EngineError::Unavailable("journal stopped".into())),
+        let stopped = || EngineError::Unavailable("journal stopped".into());
+        let reached = {
+            let mut watermark = lock(&self.watermark);
+            if watermark.durable >= lsn {
+                return Ok(());
+            }
+            if watermark.stopped {
+                return Err(stopped());
+            }
+            let (reached, receiver) = oneshot::channel();
+            watermark.waiters.push((lsn, reached));
+            receiver
+        };
+        // The sender is dropped without a send only when the writer stops first.
+        reached.await.map_err(|_| stopped())
+    }
+
+    /// Marks everything up to `lsn` durable and wakes exactly the waiters it covers.
+    fn advance(&self, lsn: Lsn) {
+        let mut watermark = lock(&self.watermark);
+        watermark.durable = watermark.durable.max(lsn);
+        let durable = watermark.durable;
+        let mut index = 0;
+        while index < watermark.waiters.len() {
+            if watermark.waiters[index].0 <= durable {
+                let (_, reached) = watermark.waiters.swap_remove(index);
+                let _ = reached.send(());
+            } else {
+                index += 1;
+            }
         }
+    }
+
+    fn stop(&self) {
+        let mut watermark = lock(&self.watermark);
+        watermark.stopped = true;
+        watermark.waiters.clear();
     }
 
     pub(crate) fn is_healthy(&self) -> bool {
@@ -113,7 +156,7 @@ pub(crate) async fn run_writer(journal: Arc<Journal>, mut conn: SqliteConnection
     loop {
         let (batch, last_lsn, closing) = journal.take();
         if batch.is_empty() {
-            journal.watermark.send_modify(|w| w.durable = w.durable.max(last_lsn));
+            journal.advance(last_lsn);
             if closing {
                 break;
             }
@@ -121,9 +164,14 @@ pub(crate) async fn run_writer(journal: Arc<Journal>, mut conn: SqliteConnection
             continue;
         }
         write_batch(&journal, &mut conn, batch).await;
-        journal.watermark.send_modify(|w| w.durable = last_lsn);
+        journal.advance(last_lsn);
     }
-    journal.watermark.send_modify(|w| w.stopped = true);
+    journal.stop();
+    tracing::info!(
+        commits = journal.commits.load(Ordering::Relaxed),
+        records = journal.committed_records.load(Ordering::Relaxed),
+        "journal writer stopped"
+    );
     if let Err(error) = sqlx::Connection::close(conn).await {
         tracing::warn!(%error, "closing the journal database failed");
     }
@@ -163,5 +211,7 @@ async fn commit_until_done(journal: &Journal, conn: &mut SqliteConnection, pendi
         }
     }
     journal.healthy.store(true, Ordering::Relaxed);
+    journal.commits.fetch_add(1, Ordering::Relaxed);
+    journal.committed_records.fetch_add(pending.len() as u64, Ordering::Relaxed);
     pending.clear();
 }

@@ -30,7 +30,9 @@ impl OrdersIndex {
     }
 
     pub(crate) fn add(&self, user: &UserId, slot: &Arc<SaleSlot>, seq: u32) {
-        lock(self.shard(user)).entry(user.clone()).or_default().push((slot.clone(), seq));
+        // Most users have one order: start at capacity 1, not the default 4.
+        let mut shard = lock(self.shard(user));
+        shard.entry(user.clone()).or_insert_with(|| Vec::with_capacity(1)).push((slot.clone(), seq));
     }
 
     /// The user's orders in the order they were indexed.

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -117,47 +118,71 @@ async fn upsert_waitlist(conn: &mut SqliteConnection, sale_id: &str, entry: &Wai
     .map(drop)
 }
 
-type OrderTuple<'a> = (&'a str, u32, &'a str, u32, &'a str, i64, i64, i64, Option<&'a str>, Option<&'a str>);
+/// Rows per statement at most; batches are cut into power-of-two chunks so that only a handful
+/// of statement texts exist and all of them stay prepared.
+const ORDER_CHUNK: usize = 64;
 
-/// All order changes of the batch in one statement: the rows travel as one JSON array, so the
-/// statement text never changes and stays prepared. Only the latest state of each order is kept.
+/// All order changes of the batch, latest state of each order only, in a few multi-row upserts.
 async fn upsert_orders(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), sqlx::Error> {
     let mut seen = HashSet::new();
-    let mut rows: Vec<OrderTuple> = Vec::new();
+    let mut rows: Vec<(&str, &Order)> = Vec::new();
     for record in records.iter().rev() {
         let Record::Order { sale_id, order } = record else { continue };
-        if !seen.insert((sale_id.as_ref(), order.seq)) {
-            continue;
+        if seen.insert((sale_id.as_ref(), order.seq)) {
+            rows.push((sale_id, order));
         }
-        rows.push((
-            sale_id,
-            order.seq,
-            order.user.as_str(),
-            order.quantity,
-            order.status.as_str(),
-            order.created_at.0,
-            order.expires_at.0,
-            order.updated_at.0,
-            order.idempotency_key.as_ref().map(IdempotencyKey::as_str),
-            order.payment_ref.as_deref(),
-        ));
     }
-    if rows.is_empty() {
-        return Ok(());
+    let mut rest = &rows[..];
+    while !rest.is_empty() {
+        let size = chunk_size(rest.len());
+        let (chunk, tail) = rest.split_at(size);
+        let mut query = sqlx::query(order_upsert_sql(size));
+        for (sale_id, order) in chunk {
+            query = query
+                .bind(*sale_id)
+                .bind(order.seq)
+                .bind(order.user.as_str())
+                .bind(order.quantity)
+                .bind(order.status.as_str())
+                .bind(order.created_at.0)
+                .bind(order.expires_at.0)
+                .bind(order.updated_at.0)
+                .bind(order.idempotency_key.as_ref().map(IdempotencyKey::as_str))
+                .bind(order.payment_ref.as_deref());
+        }
+        query.execute(&mut *conn).await?;
+        rest = tail;
     }
-    let json = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
-        "INSERT INTO orders (sale_id, seq, user_id, quantity, status, created_at, expires_at, updated_at, \
-         idempotency_key, payment_ref) \
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
-         value->>8, value->>9 FROM json_each(?) WHERE true \
-         ON CONFLICT (sale_id, seq) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
-         expires_at = excluded.expires_at, payment_ref = excluded.payment_ref",
-    )
-    .bind(json)
-    .execute(conn)
-    .await
-    .map(drop)
+    Ok(())
+}
+
+fn chunk_size(rows: usize) -> usize {
+    if rows >= ORDER_CHUNK {
+        ORDER_CHUNK
+    } else {
+        1 << rows.ilog2()
+    }
+}
+
+/// The upsert for `rows` rows (a power of two up to `ORDER_CHUNK`), built once per size.
+fn order_upsert_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let sizes = (0..=ORDER_CHUNK.ilog2()).map(|power| 1usize << power);
+        sizes
+            .map(|size| {
+                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
+                format!(
+                    "INSERT INTO orders (sale_id, seq, user_id, quantity, status, created_at, expires_at, updated_at, \
+                     idempotency_key, payment_ref) VALUES {values} \
+                     ON CONFLICT (sale_id, seq) DO UPDATE SET status = excluded.status, \
+                     updated_at = excluded.updated_at, expires_at = excluded.expires_at, \
+                     payment_ref = excluded.payment_ref"
+                )
+            })
+            .collect()
+    });
+    &all[rows.ilog2() as usize]
 }
 
 pub(crate) async fn probe(conn: &mut SqliteConnection, sale_id: &str) -> Result<StoreTotals, sqlx::Error> {
