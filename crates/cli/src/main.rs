@@ -37,6 +37,8 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve::run(config::Config::resolve(args)?))
         }
         // One thread: the load generator shares the machine with the server it measures.
-        Command::Bench(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args)),
+        Command::Bench(args) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args))
+        }
     }
 }

@@ -189,6 +189,11 @@ async fn hostile_requests_get_4xx_not_5xx() {
     }
     expect_client_error(api.send(many_headers).await);
 
+    for path in ["/v1/sales/%FF", "/v1/orders/%C3%28", "/v1/admin/sales/%FE/ledger"] {
+        let reply = api.send(api.user("bi-alice", Method::GET, path)).await;
+        expect_client_error(reply).expect_error_shape();
+    }
+
     let wrong_method = api.send(api.admin(Method::DELETE, "/v1/sales")).await;
     expect_client_error(wrong_method).expect_error_shape();
     let wrong_type = api.admin(Method::POST, "/v1/sales").header("Content-Type", "text/plain");

@@ -155,6 +155,15 @@ impl Touched {
     }
 }
 
+/// One user's part in a sale: held + paid units and the orders they made.
+#[derive(Debug, Clone)]
+struct Buyer {
+    units: u32,
+    /// The first order inline: most buyers make exactly one.
+    first: OrderSeq,
+    more: Vec<OrderSeq>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Sale {
     config: SaleConfig,
@@ -162,7 +171,7 @@ pub struct Sale {
     held: u32,
     sold: u32,
     orders: Vec<Order>,
-    units_by_user: HashMap<UserId, u32>,
+    buyers: HashMap<UserId, Buyer>,
     by_key: HashMap<(UserId, IdempotencyKey), OrderSeq>,
     /// Holds by deadline, so the front is due first. Callers read the clock before taking the
     /// sale, so `now` may step back a little: holds are inserted in place, almost always last.
@@ -179,7 +188,7 @@ impl Sale {
             held: 0,
             sold: 0,
             orders: Vec::new(),
-            units_by_user: HashMap::new(),
+            buyers: HashMap::new(),
             by_key: HashMap::new(),
             expiry_queue: VecDeque::new(),
             waitlist: Vec::new(),
@@ -197,10 +206,9 @@ impl Sale {
                 return None;
             }
             let live_units = matches!(order.status, OrderStatus::Held | OrderStatus::Paid);
-            if live_units {
-                sale.available = sale.available.checked_sub(order.quantity)?;
-                *sale.units_by_user.entry(order.user.clone()).or_default() += order.quantity;
-            }
+            let units = if live_units { order.quantity } else { 0 };
+            sale.available = sale.available.checked_sub(units)?;
+            sale.add_to_buyer(&order.user, order.seq, units);
             match order.status {
                 OrderStatus::Held => {
                     sale.held += order.quantity;
@@ -250,7 +258,14 @@ impl Sale {
     }
 
     pub fn units_of(&self, user: &UserId) -> u32 {
-        self.units_by_user.get(user).copied().unwrap_or(0)
+        self.buyers.get(user).map_or(0, |buyer| buyer.units)
+    }
+
+    /// The user's orders in this sale, oldest first.
+    pub fn orders_of<'a>(&'a self, user: &UserId) -> impl Iterator<Item = &'a Order> + 'a {
+        let seqs = self.buyers.get(user).map(|buyer| (buyer.first, buyer.more.as_slice()));
+        let (first, more) = seqs.map_or((None, &[][..]), |(first, more)| (Some(first), more));
+        first.into_iter().chain(more.iter().copied()).map(|seq| &self.orders[seq as usize])
     }
 
     pub fn status(&self, now: Timestamp) -> SaleStatus {
@@ -322,7 +337,7 @@ impl Sale {
         let expires_at = now.plus_seconds(self.config.hold_seconds);
         self.available -= units;
         self.held += units;
-        *self.units_by_user.entry(user.clone()).or_default() += units;
+        self.add_to_buyer(&user, seq, units);
         if let Some(key) = &key {
             self.by_key.insert((user.clone(), key.clone()), seq);
         }
@@ -341,6 +356,14 @@ impl Sale {
             payment_ref: None,
         });
         seq
+    }
+
+    fn add_to_buyer(&mut self, user: &UserId, seq: OrderSeq, units: u32) {
+        self.buyers
+            .entry(user.clone())
+            .and_modify(|buyer| buyer.more.push(seq))
+            .or_insert(Buyer { units: 0, first: seq, more: Vec::new() })
+            .units += units;
     }
 
     /// Owner lookup: another user's order is reported as not found.
@@ -380,6 +403,7 @@ impl Sale {
         self.held -= units;
         self.sold += units;
         touched.orders.push(seq);
+        self.serve_waitlist(now, touched);
         self.check_ledger();
         Ok(())
     }
@@ -434,8 +458,8 @@ impl Sale {
         let units = order.quantity;
         let user = order.user.clone();
         self.held -= units;
-        if let Some(user_units) = self.units_by_user.get_mut(&user) {
-            *user_units -= units;
+        if let Some(buyer) = self.buyers.get_mut(&user) {
+            buyer.units -= units;
         }
         touched.orders.push(seq);
         self.release(units, now, touched);
@@ -445,10 +469,19 @@ impl Sale {
     /// Returns units to the sale: the waitlist, first come first served, before `available`.
     fn release(&mut self, units: u32, now: Timestamp, touched: &mut Touched) {
         self.available += units;
+        self.serve_waitlist(now, touched);
+    }
+
+    /// Grants holds to waiting users in order while units suffice. An entry that can no longer
+    /// be served is dropped: its user would pass the limit, or fewer units than it wants are
+    /// still free or held (paid units never come back), so waiting could only block others.
+    fn serve_waitlist(&mut self, now: Timestamp, touched: &mut Touched) {
         while let Some(index) = self.first_waiting() {
             let entry = &self.waitlist[index];
             let (user, wanted) = (entry.user.clone(), entry.quantity);
-            if self.units_of(&user) + wanted > self.config.per_user_limit {
+            let over_limit = self.units_of(&user) + wanted > self.config.per_user_limit;
+            let unservable = self.available + self.held < wanted;
+            if over_limit || unservable {
                 self.waitlist[index].status = WaitlistStatus::Dropped;
                 touched.waitlist.push(index as u32);
                 continue;
@@ -497,6 +530,10 @@ impl Sale {
         }
         if self.buyable() >= units {
             return Err(SaleError::StockAvailable);
+        }
+        if self.available + self.held < units {
+            // Nothing held can come back to make up the quantity: waiting would be in vain.
+            return Err(SaleError::SoldOut);
         }
         let index = self.waitlist.len() as u32;
         self.waitlist.push(WaitlistEntry {

@@ -28,7 +28,8 @@ use stampede_core::{IdempotencyKey, Quantity, SaleError, Timestamp, UserId};
 use tokio::sync::Barrier;
 
 pub use self::durability::{
-    calls_after_shutdown_fail_without_hanging, holds_due_while_down_expire_after_restart, restart_keeps_acknowledged_state, unusual_strings_survive_restart,
+    calls_after_shutdown_fail_without_hanging, holds_due_while_down_expire_after_restart,
+    restart_keeps_acknowledged_state, unusual_strings_survive_restart,
 };
 pub use self::expiry::{
     expire_due_waits_for_the_deadline, pay_at_the_deadline_expires_the_hold, pay_just_before_the_deadline_wins,

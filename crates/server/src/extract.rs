@@ -1,7 +1,7 @@
 //! Request parsing at the edge: JSON bodies and headers become validated values or a 400/413.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
@@ -44,6 +44,20 @@ pub fn parse_json<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
     })?;
     deserializer.end().map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))?;
     Ok(value)
+}
+
+/// The one `{id}` of a route, with the API's JSON error when it is not valid UTF-8.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid(format!("id: {}", rejection.body_text())))?;
+        Ok(PathId(id))
+    }
 }
 
 /// The optional `Idempotency-Key` header, validated.

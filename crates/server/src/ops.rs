@@ -1,6 +1,6 @@
 //! Operations endpoints, the admin ledger, and the JSON answers for unknown routes.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
@@ -9,6 +9,7 @@ use stampede_engine::LedgerCounts;
 
 use crate::auth::Admin;
 use crate::error::ApiError;
+use crate::extract::PathId;
 use crate::AppState;
 
 pub async fn healthz() -> Json<Value> {
@@ -53,7 +54,7 @@ pub struct LedgerBody {
 pub async fn ledger(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<LedgerBody>, ApiError> {
     let ledger = state.backend.ledger(&id).await?;
     let consistent = ledger.consistent();

@@ -1,6 +1,6 @@
 //! Orders: read, list, pay, cancel. Only the owner sees or changes an order.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use stampede_core::Timestamp;
@@ -8,7 +8,7 @@ use stampede_engine::OrderView;
 
 use crate::auth::User;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, PathId};
 use crate::AppState;
 
 #[derive(Serialize)]
@@ -48,7 +48,7 @@ pub struct OrderList {
 pub async fn get(
     State(state): State<AppState>,
     User(user): User,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<OrderBody>, ApiError> {
     Ok(Json(state.backend.order(&id, &user).await?.into()))
 }
@@ -66,7 +66,7 @@ pub struct PayBody {
 pub async fn pay(
     State(state): State<AppState>,
     User(user): User,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody<PayBody>,
 ) -> Result<Json<OrderBody>, ApiError> {
     if body.payment_ref.as_ref().is_some_and(|r| r.len() > 256) {
@@ -79,7 +79,7 @@ pub async fn pay(
 pub async fn cancel(
     State(state): State<AppState>,
     User(user): User,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<OrderBody>, ApiError> {
     Ok(Json(state.backend.cancel(&id, &user, Timestamp::now()).await?.into()))
 }

@@ -1,6 +1,6 @@
 //! Flash sales: create, read, buy (hold), join the waitlist.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use stampede_engine::{NewSale, PurchaseCommand, SaleView};
 
 use crate::auth::{Admin, User};
 use crate::error::ApiError;
-use crate::extract::{IdempotencyHeader, JsonBody};
+use crate::extract::{IdempotencyHeader, JsonBody, PathId};
 use crate::orders::OrderBody;
 use crate::AppState;
 
@@ -118,7 +118,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<SaleBody>, ApiError> {
+pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> Result<Json<SaleBody>, ApiError> {
     let view = state.backend.sale(&id, Timestamp::now()).await?;
     Ok(Json(view.into()))
 }
@@ -137,7 +137,7 @@ impl QuantityBody {
 pub async fn purchase(
     State(state): State<AppState>,
     User(user): User,
-    Path(sale_id): Path<String>,
+    PathId(sale_id): PathId,
     IdempotencyHeader(key): IdempotencyHeader,
     JsonBody(body): JsonBody<QuantityBody>,
 ) -> Result<(StatusCode, Json<OrderBody>), ApiError> {
@@ -155,7 +155,7 @@ pub struct WaitlistBody {
 pub async fn join_waitlist(
     State(state): State<AppState>,
     User(user): User,
-    Path(sale_id): Path<String>,
+    PathId(sale_id): PathId,
     JsonBody(body): JsonBody<QuantityBody>,
 ) -> Result<(StatusCode, Json<WaitlistBody>), ApiError> {
     let quantity = body.quantity()?;

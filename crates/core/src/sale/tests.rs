@@ -357,11 +357,27 @@ fn joining_the_waitlist_needs_too_few_available_units() {
 
 #[test]
 fn joining_the_waitlist_outside_the_window_is_not_live() {
-    let mut sale = Sale::new(SaleConfig { starts_at: secs(10), ends_at: Some(secs(20)), ..config(0, 1) });
+    let mut sale = Sale::new(SaleConfig { starts_at: secs(10), ends_at: Some(secs(20)), ..config(1, 1) });
+    buy(&mut sale, &user("x"), 1, secs(10)).unwrap();
 
     assert_eq!(join(&mut sale, &user("a"), 1, secs(9)).0, Err(SaleError::NotLive));
     assert_eq!(join(&mut sale, &user("a"), 1, secs(10)).0, Ok(1));
     assert_eq!(join(&mut sale, &user("b"), 1, secs(20)).0, Err(SaleError::NotLive));
+}
+
+#[test]
+fn waiting_is_refused_or_dropped_once_the_quantity_can_never_come_back() {
+    let mut sale = new_sale(3, 2);
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    let alices = buy(&mut sale, &alice, 2, T0).unwrap();
+    let bobs = buy(&mut sale, &bob, 1, T0).unwrap();
+    pay(&mut sale, bobs, &bob, T0).0.unwrap();
+    assert_eq!(join(&mut sale, &carol, 2, T0), (Ok(1), touched(&[], &[0])));
+
+    assert_eq!(pay(&mut sale, alices, &alice, secs(1)), (Ok(()), touched(&[alices], &[0])));
+    assert_eq!(entry_status(&sale, 0), WaitlistStatus::Dropped);
+    assert_eq!(join(&mut sale, &carol, 1, secs(2)).0, Err(SaleError::SoldOut));
+    assert_eq!(sale.waiting_count(), 0);
 }
 
 #[test]
@@ -746,6 +762,7 @@ impl Model {
             }
             Ok(true) => {
                 self.orders[seq].status = OrderStatus::Paid;
+                self.serve_waitlist(now);
                 Ok(())
             }
         }
@@ -784,7 +801,8 @@ impl Model {
     fn serve_waitlist(&mut self, now: Timestamp) {
         while let Some(index) = self.waitlist.iter().position(|e| e.status == WaitlistStatus::Waiting) {
             let ModelEntry { user, units, .. } = self.waitlist[index];
-            if self.units_of(user) + units > self.config.per_user_limit {
+            let returnable = self.available() + self.units_in(OrderStatus::Held);
+            if self.units_of(user) + units > self.config.per_user_limit || returnable < units {
                 self.waitlist[index].status = WaitlistStatus::Dropped;
                 continue;
             }
@@ -812,6 +830,9 @@ impl Model {
         }
         if self.buyable() >= units {
             return Err(SaleError::StockAvailable);
+        }
+        if self.available() + self.units_in(OrderStatus::Held) < units {
+            return Err(SaleError::SoldOut);
         }
         self.waitlist.push(ModelEntry { user, units, status: WaitlistStatus::Waiting });
         Ok(self.waitlist.iter().filter(waiting).count() as u32)

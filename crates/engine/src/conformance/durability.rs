@@ -1,6 +1,9 @@
 //! Acknowledged means durable: after a restart on the same storage everything acknowledged is
 //! back and behaves as before, and holds that fell due while down expire on the first sweep.
 
+use std::future::Future;
+use std::time::Duration;
+
 use stampede_core::{OrderStatus, SaleError, Timestamp, UserId};
 
 use super::waitlist::only_hold;
@@ -131,7 +134,8 @@ pub async fn holds_due_while_down_expire_after_restart(h: &mut impl Harness) {
 pub async fn unusual_strings_survive_restart(h: &mut impl Harness) {
     let backend = h.backend().await;
     let sale_id = open_sale(&*backend, 50, 2).await;
-    let names = ["123", "null", "true", "{\"a\":1}", "spaced out name", "ünï-ユーザー-🦀", "quote\"back\\slash", "nul\0inside"];
+    let names =
+        ["123", "null", "true", "{\"a\":1}", "spaced out name", "ünï-ユーザー-🦀", "quote\"back\\slash", "nul\0inside"];
     let people = names.map(user);
     let mut orders = Vec::new();
     for (i, who) in people.iter().enumerate() {
@@ -165,9 +169,9 @@ pub async fn calls_after_shutdown_fail_without_hanging(h: &mut impl Harness) {
     backend.shutdown().await;
 
     assert!(!backend.ready().await, "a stopped backend is not ready");
-    let refused = answer(backend.purchase(command(&sale_id, &alice, 1, None), secs(2))).await;
+    let refused = answer("purchase", backend.purchase(command(&sale_id, &alice, 1, None), secs(2))).await;
     assert!(matches!(refused, Err(EngineError::Unavailable(_))), "purchase after shutdown: {refused:?}");
-    let ledger = answer(backend.ledger(&sale_id)).await;
+    let ledger = answer("ledger", backend.ledger(&sale_id)).await;
     assert!(!matches!(ledger, Ok(ref l) if !l.consistent()), "ledger after shutdown: {ledger:?}");
 
     h.restart().await;
@@ -176,7 +180,8 @@ pub async fn calls_after_shutdown_fail_without_hanging(h: &mut impl Harness) {
     assert_units(&*backend, &sale_id, 4, 1, 0).await;
 }
 
-async fn answer<T>(call: impl std::future::Future<Output = T>) -> T {
-    let bound = std::time::Duration::from_secs(10);
-    tokio::time::timeout(bound, call).await.expect("the call hung after shutdown")
+async fn answer<T>(what: &str, call: impl Future<Output = T>) -> T {
+    let bound = Duration::from_secs(10);
+    let answered = tokio::time::timeout(bound, call).await;
+    answered.unwrap_or_else(|_| panic!("{what} after shutdown hung (no answer within {bound:?})"))
 }

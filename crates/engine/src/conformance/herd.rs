@@ -79,7 +79,9 @@ pub async fn herd_racing_cancellations_keeps_the_ledger(h: &mut impl Harness) {
         match step {
             Move::Buy(Ok(_)) => bought += 1,
             Move::Buy(Err(error)) => assert!(matches!(error, EngineError::Sale(SaleError::SoldOut)), "{error:?}"),
-            Move::Cancel(i, result) => cancelled += ended_as(&*backend, &holds[i], result, OrderStatus::Cancelled).await,
+            Move::Cancel(i, result) => {
+                cancelled += ended_as(&*backend, &holds[i], result, OrderStatus::Cancelled).await
+            }
             Move::Pay(i, result) => paid += ended_as(&*backend, &holds[i], result, OrderStatus::Paid).await,
             Move::Expire(result) => expired += result.expect("expire due") as i64,
         }
@@ -114,7 +116,12 @@ async fn ended_as(
 
 /// Holders 0..10 cancel and 10..20 pay a moment before their deadline, while `expire_due`
 /// runs at the deadline and 200 newcomers buy.
-async fn race_holders(backend: &Arc<dyn Backend>, sale_id: &str, holds: &[OrderView], deadline: Timestamp) -> Vec<Move> {
+async fn race_holders(
+    backend: &Arc<dyn Backend>,
+    sale_id: &str,
+    holds: &[OrderView],
+    deadline: Timestamp,
+) -> Vec<Move> {
     let before = deadline.plus_millis(-1);
     let barrier = Arc::new(Barrier::new(holds.len() + 4 + 200));
     let mut tasks: Vec<JoinHandle<Move>> = Vec::new();

@@ -7,7 +7,8 @@ use super::{assert_sale_error, assert_units, buy, open_sale, secs, user, Harness
 pub async fn ledger_tracks_a_mix_of_operations(h: &mut impl Harness) {
     let backend = h.backend().await;
     let sale_id = open_sale(&*backend, 20, 5).await;
-    let [alice, bob, carol, dave, erin, frank, gina] = ["alice", "bob", "carol", "dave", "erin", "frank", "gina"].map(user);
+    let [alice, bob, carol, dave, erin, frank, gina] =
+        ["alice", "bob", "carol", "dave", "erin", "frank", "gina"].map(user);
 
     let alices = buy(&*backend, &sale_id, &alice, 3, secs(1)).await;
     backend.pay(&alices.id, &alice, Some("psp-a".to_owned()), secs(2)).await.expect("pay");

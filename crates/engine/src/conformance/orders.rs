@@ -79,7 +79,20 @@ pub async fn malformed_order_ids_are_not_found(h: &mut impl Harness) {
     let alice = user("alice");
     buy(&*backend, &sale_id, &alice, 1, secs(1)).await;
     let long = "o_".repeat(5_000);
-    let ids = ["", "x", "o_zz_zz", "o_", "o__", "o__0", "_", "o_abc_", "o_abc_ffffffffffffffff", "o_a-b_1", "🦀", long.as_str()];
+    let ids = [
+        "",
+        "x",
+        "o_zz_zz",
+        "o_",
+        "o__",
+        "o__0",
+        "_",
+        "o_abc_",
+        "o_abc_ffffffffffffffff",
+        "o_a-b_1",
+        "🦀",
+        long.as_str(),
+    ];
     for id in ids {
         assert_not_found(&*backend, id, &alice).await;
     }

@@ -78,9 +78,14 @@ impl Journal {
     }
 
     /// Appends records as one step and returns its sequence number.
+    /// After `close` nothing is taken: the records are dropped (a probe's reply with them) and
+    /// the returned position is never reached, so the caller's wait fails instead of hanging.
     pub(crate) fn append(&self, records: impl IntoIterator<Item = Record>) -> Lsn {
         let lsn = {
             let mut queue = lock(&self.queue);
+            if queue.closing {
+                return Lsn::MAX;
+            }
             queue.records.extend(records);
             queue.last_lsn += 1;
             queue.last_lsn

@@ -3,7 +3,6 @@
 //! call returns. On open, memory is rebuilt from SQLite and overdue holds are expired.
 
 mod journal;
-mod orders_index;
 mod store;
 
 use std::collections::HashMap;
@@ -16,7 +15,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use self::journal::{Journal, Lsn, Record};
-use self::orders_index::OrdersIndex;
 use crate::backend::{
     Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView,
     UserRecord,
@@ -34,7 +32,6 @@ pub struct Embedded {
     // std RwLock: sales are added rarely and looked up on every request; never held across await.
     sales: RwLock<HashMap<Arc<str>, Arc<SaleSlot>>>,
     users: Mutex<HashMap<String, UserRecord>>,
-    orders_index: OrdersIndex,
     journal: Arc<Journal>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -73,7 +70,6 @@ impl Embedded {
         let engine = Arc::new(Self {
             sales: RwLock::default(),
             users: Mutex::default(),
-            orders_index: OrdersIndex::default(),
             journal: journal.clone(),
             writer: Mutex::new(None),
         });
@@ -93,11 +89,6 @@ impl Embedded {
                 id: id.clone(),
                 state: Mutex::new(SaleShard { sale, order_lsn: vec![0; order_count] }),
             });
-            let shard = lock(&slot.state);
-            for order in shard.sale.orders() {
-                self.orders_index.add(&order.user, &slot, order.seq);
-            }
-            drop(shard);
             sales.insert(id, slot);
         }
         let mut users = lock(&self.users);
@@ -119,17 +110,12 @@ impl Embedded {
 
     /// Runs one step on a sale under its lock and journals what it touched in the same lock
     /// scope, so the journal order per sale is the decision order.
-    fn step<T>(
-        &self,
-        slot: &Arc<SaleSlot>,
-        decide: impl FnOnce(&mut Sale, &mut Touched) -> T,
-    ) -> (T, Lsn, Vec<(UserId, u32)>) {
+    fn step<T>(&self, slot: &Arc<SaleSlot>, decide: impl FnOnce(&mut Sale, &mut Touched) -> T) -> (T, Lsn) {
         let mut touched = Touched::default();
         let mut shard = lock(&slot.state);
-        let orders_before = shard.sale.orders().len();
         let outcome = decide(&mut shard.sale, &mut touched);
         if touched.is_empty() {
-            return (outcome, 0, Vec::new());
+            return (outcome, 0);
         }
         let records = self.records_of(slot, &shard.sale, &touched);
         let lsn = self.journal.append(records);
@@ -138,9 +124,7 @@ impl Embedded {
         for &seq in &touched.orders {
             shard.order_lsn[seq as usize] = lsn;
         }
-        let created =
-            shard.sale.orders()[orders_before..].iter().map(|order| (order.user.clone(), order.seq)).collect();
-        (outcome, lsn, created)
+        (outcome, lsn)
     }
 
     fn records_of(&self, slot: &SaleSlot, sale: &Sale, touched: &Touched) -> Vec<Record> {
@@ -155,12 +139,6 @@ impl Embedded {
             .filter_map(|&pos| sale.waitlist_entry(pos))
             .map(|entry| Record::Waitlist { sale_id: slot.id.clone(), entry: entry.clone() });
         orders.chain(waitlist).collect()
-    }
-
-    fn index_created(&self, slot: &Arc<SaleSlot>, created: &[(UserId, u32)]) {
-        for (user, seq) in created {
-            self.orders_index.add(user, slot, *seq);
-        }
     }
 
     /// The order's view once its latest change is durable.
@@ -187,8 +165,7 @@ impl Embedded {
         change: impl FnOnce(&mut Sale, u32, &mut Touched) -> Result<(), SaleError>,
     ) -> Result<OrderView, EngineError> {
         let (slot, seq) = self.order_slot(order_id)?;
-        let (outcome, lsn, created) = self.step(&slot, |sale, touched| change(sale, seq, touched));
-        self.index_created(&slot, &created);
+        let (outcome, lsn) = self.step(&slot, |sale, touched| change(sale, seq, touched));
         self.journal.wait_durable(lsn).await?;
         outcome?;
         self.durable_view(&slot, seq).await
@@ -223,10 +200,9 @@ impl Backend for Embedded {
 
     async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError> {
         let slot = self.slot(&command.sale_id).ok_or(EngineError::SaleNotFound)?;
-        let (outcome, lsn, created) = self.step(&slot, |sale, touched| {
+        let (outcome, lsn) = self.step(&slot, |sale, touched| {
             sale.purchase(&command.user, command.quantity, command.idempotency_key, now, touched)
         });
-        self.index_created(&slot, &created);
         self.journal.wait_durable(lsn).await?;
         let outcome = outcome?;
         let order = self.durable_view(&slot, outcome.seq()).await?;
@@ -244,13 +220,18 @@ impl Backend for Embedded {
     }
 
     async fn orders_of(&self, user: &UserId) -> Result<Vec<OrderView>, EngineError> {
-        let mut views = Vec::new();
-        for (slot, seq) in self.orders_index.of(user).into_iter().rev() {
-            views.push(self.durable_view(&slot, seq).await?);
+        let mut found = Vec::new();
+        let mut newest_change = 0;
+        for slot in self.all_slots() {
+            let shard = lock(&slot.state);
+            for order in shard.sale.orders_of(user) {
+                newest_change = newest_change.max(shard.order_lsn.get(order.seq as usize).copied().unwrap_or(0));
+                found.push((order.created_at, order.seq, OrderView::of(&slot.id, order)));
+            }
         }
-        // Stable: orders made in the same millisecond keep newest-first index order.
-        views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        Ok(views)
+        self.journal.wait_durable(newest_change).await?;
+        found.sort_by_key(|&(created_at, seq, _)| std::cmp::Reverse((created_at, seq)));
+        Ok(found.into_iter().map(|(_, _, view)| view).collect())
     }
 
     async fn pay(
@@ -275,7 +256,7 @@ impl Backend for Embedded {
         now: Timestamp,
     ) -> Result<u32, EngineError> {
         let slot = self.slot(sale_id).ok_or(EngineError::SaleNotFound)?;
-        let (outcome, lsn, _) = self.step(&slot, |sale, touched| sale.join_waitlist(user, quantity, now, touched));
+        let (outcome, lsn) = self.step(&slot, |sale, touched| sale.join_waitlist(user, quantity, now, touched));
         self.journal.wait_durable(lsn).await?;
         Ok(outcome?)
     }
@@ -288,12 +269,13 @@ impl Backend for Embedded {
             if !due {
                 continue;
             }
-            let (ended, lsn, created) = self.step(&slot, |sale, touched| {
+            let (ended, lsn) = self.step(&slot, |sale, touched| {
+                let orders_before = sale.orders().len();
                 sale.expire_due(now, touched);
-                touched.orders.len()
+                // Touched also lists the holds the waitlist got: those are new, not expired.
+                touched.orders.len() - (sale.orders().len() - orders_before)
             });
-            self.index_created(&slot, &created);
-            expired += ended - created.len();
+            expired += ended;
             last_lsn = last_lsn.max(lsn);
         }
         self.journal.wait_durable(last_lsn).await?;
