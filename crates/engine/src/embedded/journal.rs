@@ -4,14 +4,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::SqliteConnection;
 use stampede_core::{Order, SaleConfig, WaitlistEntry};
 use tokio::sync::{oneshot, Notify};
 
 use super::lock;
-use super::store::{self, StoreTotals};
+use super::store::{Store, StoreTotals};
 use crate::backend::{EngineError, UserRecord};
 
 /// Position of an append in the journal; durable once the watermark reaches it.
@@ -149,6 +148,10 @@ impl Journal {
         self.wake.notify_one();
     }
 
+    fn is_closing(&self) -> bool {
+        lock(&self.queue).closing
+    }
+
     fn take(&self) -> (Vec<Record>, Lsn, bool) {
         let mut queue = lock(&self.queue);
         let records = std::mem::take(&mut queue.records);
@@ -157,7 +160,7 @@ impl Journal {
 }
 
 /// The single writer: batches everything queued since its last commit into one transaction.
-pub(crate) async fn run_writer(journal: Arc<Journal>, mut conn: SqliteConnection) {
+pub(crate) async fn run_writer(journal: Arc<Journal>, mut store: Store) {
     loop {
         let (batch, last_lsn, closing) = journal.take();
         if batch.is_empty() {
@@ -168,7 +171,9 @@ pub(crate) async fn run_writer(journal: Arc<Journal>, mut conn: SqliteConnection
             journal.wake.notified().await;
             continue;
         }
-        write_batch(&journal, &mut conn, batch).await;
+        if write_batch(&journal, &mut store, batch).await.is_err() {
+            break;
+        }
         journal.advance(last_lsn);
     }
     journal.stop();
@@ -177,39 +182,49 @@ pub(crate) async fn run_writer(journal: Arc<Journal>, mut conn: SqliteConnection
         records = journal.committed_records.load(Ordering::Relaxed),
         "journal writer stopped"
     );
-    if let Err(error) = sqlx::Connection::close(conn).await {
-        tracing::warn!(%error, "closing the journal database failed");
-    }
+    store.close().await;
 }
 
-async fn write_batch(journal: &Journal, conn: &mut SqliteConnection, batch: Vec<Record>) {
+async fn write_batch(journal: &Journal, store: &mut Store, batch: Vec<Record>) -> Result<(), Abandoned> {
     let mut pending = Vec::with_capacity(batch.len());
     for record in batch {
         match record {
             Record::Probe { sale_id, reply } => {
-                commit_until_done(journal, conn, &mut pending).await;
-                let totals = store::probe(conn, &sale_id).await;
+                commit_until_done(journal, store, &mut pending).await?;
+                let totals = store.probe(&sale_id).await;
                 let _ = reply.send(totals.map_err(|e| EngineError::Unavailable(e.to_string())));
             }
             other => pending.push(other),
         }
     }
-    commit_until_done(journal, conn, &mut pending).await;
+    commit_until_done(journal, store, &mut pending).await
 }
 
 /// Retries until the records are committed: they are already decided in memory, so giving up
-/// would acknowledge nothing but also lose the decision. Requests waiting on them time out.
-async fn commit_until_done(journal: &Journal, conn: &mut SqliteConnection, pending: &mut Vec<Record>) {
+/// would lose the decision. Requests waiting on them time out with 503 meanwhile.
+/// Only when the server is stopping and the store has refused writes this long are the records
+/// given up; none of them was acknowledged, since nothing after a failed commit is.
+const GIVE_UP_WHEN_CLOSING: Duration = Duration::from_secs(5);
+
+/// The records were not committed and never will be by this writer.
+struct Abandoned;
+
+async fn commit_until_done(journal: &Journal, store: &mut Store, pending: &mut Vec<Record>) -> Result<(), Abandoned> {
     if pending.is_empty() {
-        return;
+        return Ok(());
     }
     let mut backoff = Duration::from_millis(50);
+    let first_failure = Instant::now();
     loop {
-        match store::write(conn, pending).await {
+        match store.write(pending).await {
             Ok(()) => break,
             Err(error) => {
                 journal.healthy.store(false, Ordering::Relaxed);
                 tracing::error!(%error, records = pending.len(), "journal commit failed, retrying");
+                if journal.is_closing() && first_failure.elapsed() >= GIVE_UP_WHEN_CLOSING {
+                    tracing::error!(records = pending.len(), "stopping with unwritten, unacknowledged changes");
+                    return Err(Abandoned);
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -219,4 +234,5 @@ async fn commit_until_done(journal: &Journal, conn: &mut SqliteConnection, pendi
     journal.commits.fetch_add(1, Ordering::Relaxed);
     journal.committed_records.fetch_add(pending.len() as u64, Ordering::Relaxed);
     pending.clear();
+    Ok(())
 }

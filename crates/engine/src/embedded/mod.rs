@@ -2,6 +2,7 @@
 //! lock on the purchase path), every change journaled to SQLite with group commit before the
 //! call returns. On open, memory is rebuilt from SQLite and overdue holds are expired.
 
+mod batch;
 mod journal;
 mod store;
 
@@ -74,7 +75,8 @@ impl Embedded {
             writer: Mutex::new(None),
         });
         engine.restore(loaded)?;
-        *lock(&engine.writer) = Some(tokio::spawn(journal::run_writer(journal, conn)));
+        let store = store::Store::new(path, options.synchronous_full, conn);
+        *lock(&engine.writer) = Some(tokio::spawn(journal::run_writer(journal, store)));
         Ok(engine)
     }
 

@@ -1,15 +1,15 @@
 //! The SQLite side of the embedded backend: schema, batch writes and the start-up load.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection};
 use stampede_core::{IdempotencyKey, Order, OrderStatus, SaleConfig, Timestamp, UserId, WaitlistEntry, WaitlistStatus};
 
+use super::batch;
 use super::journal::Record;
 use crate::backend::UserRecord;
 
@@ -37,7 +37,14 @@ pub(crate) struct StoreTotals {
     pub orders: i64,
 }
 
+/// Connects and brings the schema up to date.
 pub(crate) async fn open(path: &Path, synchronous_full: bool) -> Result<SqliteConnection, sqlx::Error> {
+    let mut conn = connect(path, synchronous_full).await?;
+    sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
+    Ok(conn)
+}
+
+async fn connect(path: &Path, synchronous_full: bool) -> Result<SqliteConnection, sqlx::Error> {
     let synchronous = if synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
     let options = SqliteConnectOptions::from_str("sqlite:")?
         .filename(path)
@@ -45,147 +52,83 @@ pub(crate) async fn open(path: &Path, synchronous_full: bool) -> Result<SqliteCo
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(synchronous)
         .busy_timeout(Duration::from_secs(5));
-    let mut conn = SqliteConnection::connect_with(&options).await?;
-    sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
-    Ok(conn)
+    SqliteConnection::connect_with(&options).await
 }
 
-/// Writes one batch in one transaction (one fsync).
-pub(crate) async fn write(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    for record in records {
-        match record {
-            Record::Sale { id, config } => insert_sale(&mut tx, id, config).await?,
-            Record::User(user) => insert_user(&mut tx, user).await?,
-            Record::Waitlist { sale_id, entry } => upsert_waitlist(&mut tx, sale_id, entry).await?,
-            Record::Order { .. } | Record::Probe { .. } => {}
+/// The writer's connection: reopened after any failed write, so a broken connection (or a
+/// statement cache left mid-way by an error) heals on the next attempt.
+pub(crate) struct Store {
+    path: PathBuf,
+    synchronous_full: bool,
+    conn: Option<SqliteConnection>,
+}
+
+/// A commit takes milliseconds; one that takes this long is treated as failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Store {
+    pub(crate) fn new(path: PathBuf, synchronous_full: bool, conn: SqliteConnection) -> Self {
+        Self { path, synchronous_full, conn: Some(conn) }
+    }
+
+    /// The open connection, taken out: it goes back only after a successful call.
+    async fn take_connection(&mut self) -> Result<SqliteConnection, sqlx::Error> {
+        match self.conn.take() {
+            Some(conn) => Ok(conn),
+            None => connect(&self.path, self.synchronous_full).await,
         }
     }
-    upsert_orders(&mut tx, records).await?;
-    tx.commit().await
-}
 
-async fn insert_sale(conn: &mut SqliteConnection, id: &str, config: &SaleConfig) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT OR IGNORE INTO sales (id, name, stock, price_cents, starts_at, ends_at, per_user_limit, \
-         hold_seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id)
-    .bind(&config.name)
-    .bind(config.stock)
-    .bind(config.price_cents)
-    .bind(config.starts_at.0)
-    .bind(config.ends_at.map(|t| t.0))
-    .bind(config.per_user_limit)
-    .bind(config.hold_seconds)
-    .bind(config.created_at.0)
-    .execute(conn)
-    .await
-    .map(drop)
-}
+    pub(crate) async fn write(&mut self, records: &[Record]) -> Result<(), sqlx::Error> {
+        let mut conn = self.take_connection().await?;
+        let written = tokio::time::timeout(WRITE_TIMEOUT, write(&mut conn, records)).await;
+        let written = written.unwrap_or(Err(sqlx::Error::PoolTimedOut));
+        if written.is_ok() {
+            self.conn = Some(conn);
+        }
+        written
+    }
 
-async fn insert_user(conn: &mut SqliteConnection, user: &UserRecord) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT OR IGNORE INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)")
-        .bind(&user.id)
-        .bind(&user.username)
-        .bind(&user.password_hash)
-        .bind(user.created_at.0)
-        .execute(conn)
-        .await
-        .map(drop)
-}
+    pub(crate) async fn probe(&mut self, sale_id: &str) -> Result<StoreTotals, sqlx::Error> {
+        let mut conn = self.take_connection().await?;
+        let totals = tokio::time::timeout(WRITE_TIMEOUT, probe(&mut conn, sale_id)).await;
+        let totals = totals.unwrap_or(Err(sqlx::Error::PoolTimedOut));
+        if totals.is_ok() {
+            self.conn = Some(conn);
+        }
+        totals
+    }
 
-async fn upsert_waitlist(conn: &mut SqliteConnection, sale_id: &str, entry: &WaitlistEntry) -> Result<(), sqlx::Error> {
-    let (status, order_seq) = match entry.status {
-        WaitlistStatus::Waiting => ("waiting", None),
-        WaitlistStatus::Granted(seq) => ("granted", Some(seq)),
-        WaitlistStatus::Dropped => ("dropped", None),
-    };
-    sqlx::query(
-        "INSERT INTO waitlist (sale_id, position, user_id, quantity, joined_at, status, order_seq) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (sale_id, position) DO UPDATE SET status = excluded.status, order_seq = excluded.order_seq",
-    )
-    .bind(sale_id)
-    .bind(entry.position)
-    .bind(entry.user.as_str())
-    .bind(entry.quantity)
-    .bind(entry.joined_at.0)
-    .bind(status)
-    .bind(order_seq)
-    .execute(conn)
-    .await
-    .map(drop)
-}
-
-/// Rows per statement at most; batches are cut into power-of-two chunks so that only a handful
-/// of statement texts exist and all of them stay prepared.
-const ORDER_CHUNK: usize = 64;
-
-/// All order changes of the batch, latest state of each order only, in a few multi-row upserts.
-async fn upsert_orders(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), sqlx::Error> {
-    let mut seen = HashSet::new();
-    let mut rows: Vec<(&str, &Order)> = Vec::new();
-    for record in records.iter().rev() {
-        let Record::Order { sale_id, order } = record else { continue };
-        if seen.insert((sale_id.as_ref(), order.seq)) {
-            rows.push((sale_id, order));
+    pub(crate) async fn close(self) {
+        if let Some(conn) = self.conn {
+            if let Err(error) = conn.close().await {
+                tracing::warn!(%error, "closing the journal database failed");
+            }
         }
     }
-    let mut rest = &rows[..];
-    while !rest.is_empty() {
-        let size = chunk_size(rest.len());
-        let (chunk, tail) = rest.split_at(size);
-        let mut query = sqlx::query(order_upsert_sql(size));
-        for (sale_id, order) in chunk {
-            query = query
-                .bind(*sale_id)
-                .bind(order.seq)
-                .bind(order.user.as_str())
-                .bind(order.quantity)
-                .bind(order.status.as_str())
-                .bind(order.created_at.0)
-                .bind(order.expires_at.0)
-                .bind(order.updated_at.0)
-                .bind(order.idempotency_key.as_ref().map(IdempotencyKey::as_str))
-                .bind(order.payment_ref.as_deref());
-        }
-        query.execute(&mut *conn).await?;
-        rest = tail;
+}
+
+/// Writes one batch as one transaction (one fsync) in one statement round trip: every table's
+/// rows travel as a JSON array, so the statement text never changes and stays prepared. Each
+/// hop to the database thread costs a scheduler wake-up, which on a busy machine is worth far
+/// more than parsing the JSON.
+async fn write(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), sqlx::Error> {
+    let rows = batch::Rows::of(records).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let written = sqlx::query(batch::WRITE_SQL)
+        .bind(rows.sales)
+        .bind(rows.users)
+        .bind(rows.orders)
+        .bind(rows.waitlist)
+        .execute(&mut *conn)
+        .await;
+    if written.is_err() {
+        // A statement failed inside the explicit transaction: leave no transaction open.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
     }
-    Ok(())
+    written.map(drop)
 }
 
-fn chunk_size(rows: usize) -> usize {
-    if rows >= ORDER_CHUNK {
-        ORDER_CHUNK
-    } else {
-        1 << rows.ilog2()
-    }
-}
-
-/// The upsert for `rows` rows (a power of two up to `ORDER_CHUNK`), built once per size.
-fn order_upsert_sql(rows: usize) -> &'static str {
-    static SQL: OnceLock<Vec<String>> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        let sizes = (0..=ORDER_CHUNK.ilog2()).map(|power| 1usize << power);
-        sizes
-            .map(|size| {
-                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
-                format!(
-                    "INSERT INTO orders (sale_id, seq, user_id, quantity, status, created_at, expires_at, updated_at, \
-                     idempotency_key, payment_ref) VALUES {values} \
-                     ON CONFLICT (sale_id, seq) DO UPDATE SET status = excluded.status, \
-                     updated_at = excluded.updated_at, expires_at = excluded.expires_at, \
-                     payment_ref = excluded.payment_ref"
-                )
-            })
-            .collect()
-    });
-    &all[rows.ilog2() as usize]
-}
-
-pub(crate) async fn probe(conn: &mut SqliteConnection, sale_id: &str) -> Result<StoreTotals, sqlx::Error> {
+async fn probe(conn: &mut SqliteConnection, sale_id: &str) -> Result<StoreTotals, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT status, COALESCE(SUM(quantity), 0), COUNT(*) FROM orders WHERE sale_id = ? GROUP BY status",
     )
