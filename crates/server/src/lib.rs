@@ -88,9 +88,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/orders/{id}/cancel", post(orders::cancel))
         .route("/v1/admin/sales/{id}/ledger", get(ops::ledger))
         .route("/readyz", get(ops::readyz));
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .merge(api)
+    let routes = Router::new().route("/healthz", get(ops::healthz)).merge(api);
+    guarded(routes, state)
+}
+
+/// What every route gets: JSON answers for unknown routes and methods, the time limit, the body
+/// limit, and a 500 JSON answer (the server stays up) when a handler panics.
+fn guarded(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
@@ -118,4 +123,64 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limit = ConnectionLimit::new(listener, state.settings.max_connections);
     axum::serve(limit, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::{to_bytes, Body};
+    use axum::http::{Request, StatusCode};
+    use stampede_engine::{Embedded, EmbeddedOptions};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn test_state(dir: &tempfile::TempDir, request_timeout: Duration) -> AppState {
+        let options = EmbeddedOptions { data_dir: dir.path().to_owned(), synchronous_full: false };
+        let backend: Arc<dyn Backend> = Embedded::open(options).await.expect("open store");
+        let settings = HttpSettings { request_timeout, hashing_slots: 1, ..HttpSettings::default() };
+        AppState::new(backend, "secret", "admin", settings)
+    }
+
+    async fn error_of(router: Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let response = router.oneshot(request).await.expect("router answers");
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        (status, serde_json::from_slice(&body).expect("json body"))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_json_500_and_others_still_work() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = test_state(&dir, Duration::from_secs(5)).await;
+        let routes = Router::new()
+            .route("/boom", get(|| async { panic!("handler bug") as &'static str }))
+            .route("/healthz", get(ops::healthz));
+        let router = guarded(routes, state);
+
+        let (status, body) = error_of(router.clone(), "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        let (status, body) = error_of(router, "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_time_limit_gets_a_json_503_with_retry_after() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = test_state(&dir, Duration::from_millis(50)).await;
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        };
+        let router = guarded(Router::new().route("/slow", get(slow)), state);
+
+        let request = Request::get("/slow").body(Body::empty()).expect("request");
+        let response = router.oneshot(request).await.expect("router answers");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+    }
 }
