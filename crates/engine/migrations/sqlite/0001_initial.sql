@@ -11,8 +11,11 @@ CREATE TABLE sales (
     created_at     INTEGER NOT NULL
 );
 
--- One row per order; its latest state. `seq` is the order's index inside its sale.
+-- One row per order; its latest state. `key` is handed out in creation order across all sales,
+-- so new rows are appended at the end of the table; `seq` is the order's index inside its sale.
+-- No index by sale on purpose: it would dirty one page per sale in every commit.
 CREATE TABLE orders (
+    key             INTEGER PRIMARY KEY,
     sale_id         TEXT NOT NULL,
     seq             INTEGER NOT NULL,
     user_id         TEXT NOT NULL,
@@ -22,9 +25,8 @@ CREATE TABLE orders (
     expires_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
     idempotency_key TEXT,
-    payment_ref     TEXT,
-    PRIMARY KEY (sale_id, seq)
-) WITHOUT ROWID;
+    payment_ref     TEXT
+);
 
 CREATE TABLE waitlist (
     sale_id    TEXT NOT NULL,

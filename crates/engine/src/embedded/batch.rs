@@ -19,12 +19,12 @@ created_at)
     FROM json_each(?);
 INSERT OR IGNORE INTO users (id, username, password_hash, created_at)
     SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?);
-INSERT INTO orders (sale_id, seq, user_id, quantity, status, created_at, expires_at, updated_at, idempotency_key, \
-payment_ref)
+INSERT INTO orders (key, sale_id, seq, user_id, quantity, status, created_at, expires_at, updated_at, \
+idempotency_key, payment_ref)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, \
-value->>9
+value->>9, value->>10
     FROM json_each(?) WHERE true
-    ON CONFLICT (sale_id, seq) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
+    ON CONFLICT (key) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
         expires_at = excluded.expires_at, payment_ref = excluded.payment_ref;
 INSERT INTO waitlist (sale_id, position, user_id, quantity, joined_at, status, order_seq)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?) WHERE true
@@ -33,7 +33,7 @@ COMMIT;";
 
 type SaleRow<'a> = (&'a str, &'a str, u32, i64, i64, Option<i64>, u32, u32, i64);
 type UserRow<'a> = (&'a str, &'a str, &'a str, i64);
-type OrderRow<'a> = (&'a str, u32, &'a str, u32, &'a str, i64, i64, i64, Option<&'a str>, Option<&'a str>);
+type OrderRow<'a> = (u64, &'a str, u32, &'a str, u32, &'a str, i64, i64, i64, Option<&'a str>, Option<&'a str>);
 type WaitlistRow<'a> = (&'a str, u32, &'a str, u32, i64, &'a str, Option<u32>);
 
 /// The four JSON parameters of `WRITE_SQL`.
@@ -97,16 +97,17 @@ fn latest_orders(records: &[Record]) -> Vec<OrderRow<'_>> {
     let mut seen = HashSet::new();
     let mut rows = Vec::new();
     for record in records.iter().rev() {
-        let Record::Order { sale_id, order } = record else { continue };
-        if seen.insert((sale_id.as_ref(), order.seq)) {
-            rows.push(order_row(sale_id, order));
+        let Record::Order { sale_id, key, order } = record else { continue };
+        if seen.insert(*key) {
+            rows.push(order_row(*key, sale_id, order));
         }
     }
     rows
 }
 
-fn order_row<'a>(sale_id: &'a str, order: &'a Order) -> OrderRow<'a> {
+fn order_row<'a>(key: u64, sale_id: &'a str, order: &'a Order) -> OrderRow<'a> {
     (
+        key,
         sale_id,
         order.seq,
         order.user.as_str(),

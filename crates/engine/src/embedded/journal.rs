@@ -21,8 +21,10 @@ pub(crate) enum Record {
         id: Arc<str>,
         config: SaleConfig,
     },
+    /// `key` is the order's row key in the store.
     Order {
         sale_id: Arc<str>,
+        key: u64,
         order: Order,
     },
     Waitlist {
@@ -191,8 +193,7 @@ async fn write_batch(journal: &Journal, store: &mut Store, batch: Vec<Record>) -
         match record {
             Record::Probe { sale_id, reply } => {
                 commit_until_done(journal, store, &mut pending).await?;
-                let totals = store.probe(&sale_id).await;
-                let _ = reply.send(totals.map_err(|e| EngineError::Unavailable(e.to_string())));
+                answer_probe(store, sale_id, reply).await;
             }
             other => pending.push(other),
         }
@@ -202,6 +203,23 @@ async fn write_batch(journal: &Journal, store: &mut Store, batch: Vec<Record>) -
 
 /// Retries until the records are committed: they are already decided in memory, so giving up
 /// would lose the decision. Requests waiting on them time out with 503 meanwhile.
+/// Takes a snapshot of what is committed now and reads the totals from it on the side: the
+/// scan may be long, and the writer goes on committing meanwhile.
+async fn answer_probe(store: &Store, sale_id: Arc<str>, reply: oneshot::Sender<Result<StoreTotals, EngineError>>) {
+    let unavailable = |error: sqlx::Error| EngineError::Unavailable(error.to_string());
+    match store.snapshot().await {
+        Ok(snapshot) => {
+            tokio::spawn(async move {
+                let totals = snapshot.totals(&sale_id).await;
+                let _ = reply.send(totals.map_err(unavailable));
+            });
+        }
+        Err(error) => {
+            let _ = reply.send(Err(unavailable(error)));
+        }
+    }
+}
+
 /// Only when the server is stopping and the store has refused writes this long are the records
 /// given up; none of them was acknowledged, since nothing after a failed commit is.
 const GIVE_UP_WHEN_CLOSING: Duration = Duration::from_secs(5);

@@ -8,6 +8,7 @@ mod store;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use async_trait::async_trait;
@@ -35,6 +36,7 @@ pub struct Embedded {
     users: Mutex<HashMap<String, UserRecord>>,
     journal: Arc<Journal>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    next_order_key: AtomicU64,
 }
 
 pub(crate) struct SaleSlot {
@@ -45,8 +47,17 @@ pub(crate) struct SaleSlot {
 
 struct SaleShard {
     sale: Sale,
-    /// Journal position of each order's latest change, by seq.
-    order_lsn: Vec<Lsn>,
+    /// Storage facts of each order, by seq.
+    meta: Vec<OrderMeta>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct OrderMeta {
+    /// Row key in the store: handed out in creation order across all sales, so new rows always
+    /// land at the end of the table and a commit dirties few pages however many sales sell.
+    key: u64,
+    /// Journal position of the order's latest change.
+    lsn: Lsn,
 }
 
 /// Locks a std mutex, carrying on after a panic elsewhere: every step leaves the state whole
@@ -73,6 +84,7 @@ impl Embedded {
             users: Mutex::default(),
             journal: journal.clone(),
             writer: Mutex::new(None),
+            next_order_key: AtomicU64::new(loaded.next_order_key),
         });
         engine.restore(loaded)?;
         let store = store::Store::new(path, options.synchronous_full, conn);
@@ -84,13 +96,10 @@ impl Embedded {
         let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
         for stored in loaded.sales {
             let id: Arc<str> = Arc::from(stored.id.as_str());
-            let order_count = stored.orders.len();
+            let meta = stored.order_keys.iter().map(|&key| OrderMeta { key, lsn: 0 }).collect();
             let sale = Sale::restore(stored.config, stored.orders, stored.waitlist)
                 .ok_or_else(|| unavailable(format!("stored orders of sale {id} exceed its stock")))?;
-            let slot = Arc::new(SaleSlot {
-                id: id.clone(),
-                state: Mutex::new(SaleShard { sale, order_lsn: vec![0; order_count] }),
-            });
+            let slot = Arc::new(SaleSlot { id: id.clone(), state: Mutex::new(SaleShard { sale, meta }) });
             sales.insert(id, slot);
         }
         let mut users = lock(&self.users);
@@ -119,22 +128,26 @@ impl Embedded {
         if touched.is_empty() {
             return (outcome, 0);
         }
-        let records = self.records_of(slot, &shard.sale, &touched);
-        let lsn = self.journal.append(records);
         let shard = &mut *shard;
-        shard.order_lsn.resize(shard.sale.orders().len(), 0);
+        while shard.meta.len() < shard.sale.orders().len() {
+            let key = self.next_order_key.fetch_add(1, Ordering::Relaxed);
+            shard.meta.push(OrderMeta { key, lsn: 0 });
+        }
+        let records = self.records_of(slot, shard, &touched);
+        let lsn = self.journal.append(records);
         for &seq in &touched.orders {
-            shard.order_lsn[seq as usize] = lsn;
+            shard.meta[seq as usize].lsn = lsn;
         }
         (outcome, lsn)
     }
 
-    fn records_of(&self, slot: &SaleSlot, sale: &Sale, touched: &Touched) -> Vec<Record> {
-        let orders = touched
-            .orders
-            .iter()
-            .filter_map(|&seq| sale.order(seq))
-            .map(|order| Record::Order { sale_id: slot.id.clone(), order: order.clone() });
+    fn records_of(&self, slot: &SaleSlot, shard: &SaleShard, touched: &Touched) -> Vec<Record> {
+        let sale = &shard.sale;
+        let orders = touched.orders.iter().filter_map(|&seq| {
+            let order = sale.order(seq)?;
+            let key = shard.meta[seq as usize].key;
+            Some(Record::Order { sale_id: slot.id.clone(), key, order: order.clone() })
+        });
         let waitlist = touched
             .waitlist
             .iter()
@@ -148,7 +161,7 @@ impl Embedded {
         let (view, lsn) = {
             let shard = lock(&slot.state);
             let order = shard.sale.order(seq).ok_or(SaleError::OrderNotFound)?;
-            (OrderView::of(&slot.id, order), shard.order_lsn.get(seq as usize).copied().unwrap_or(0))
+            (OrderView::of(&slot.id, order), shard.meta.get(seq as usize).map_or(0, |meta| meta.lsn))
         };
         self.journal.wait_durable(lsn).await?;
         Ok(view)
@@ -181,7 +194,7 @@ impl Backend for Embedded {
         let config = new.into_config(now);
         let slot = Arc::new(SaleSlot {
             id: id.clone(),
-            state: Mutex::new(SaleShard { sale: Sale::new(config.clone()), order_lsn: Vec::new() }),
+            state: Mutex::new(SaleShard { sale: Sale::new(config.clone()), meta: Vec::new() }),
         });
         let view = SaleView::of(&id, &lock(&slot.state).sale, now);
         let lsn = {
@@ -227,7 +240,7 @@ impl Backend for Embedded {
         for slot in self.all_slots() {
             let shard = lock(&slot.state);
             for order in shard.sale.orders_of(user) {
-                newest_change = newest_change.max(shard.order_lsn.get(order.seq as usize).copied().unwrap_or(0));
+                newest_change = newest_change.max(shard.meta.get(order.seq as usize).map_or(0, |meta| meta.lsn));
                 found.push((order.created_at, order.seq, OrderView::of(&slot.id, order)));
             }
         }

@@ -18,12 +18,16 @@ use crate::backend::UserRecord;
 pub(crate) struct Loaded {
     pub sales: Vec<StoredSale>,
     pub users: Vec<UserRecord>,
+    /// The row key the next new order gets.
+    pub next_order_key: u64,
 }
 
 pub(crate) struct StoredSale {
     pub id: String,
     pub config: SaleConfig,
     pub orders: Vec<Order>,
+    /// Row key of each order, parallel to `orders`.
+    pub order_keys: Vec<u64>,
     pub waitlist: Vec<WaitlistEntry>,
 }
 
@@ -89,14 +93,14 @@ impl Store {
         written
     }
 
-    pub(crate) async fn probe(&mut self, sale_id: &str) -> Result<StoreTotals, sqlx::Error> {
-        let mut conn = self.take_connection().await?;
-        let totals = tokio::time::timeout(WRITE_TIMEOUT, probe(&mut conn, sale_id)).await;
-        let totals = totals.unwrap_or(Err(sqlx::Error::PoolTimedOut));
-        if totals.is_ok() {
-            self.conn = Some(conn);
-        }
-        totals
+    /// A second connection inside a read transaction that sees exactly what is committed now.
+    /// The totals are read there, so the scan does not hold up the commits after it.
+    pub(crate) async fn snapshot(&self) -> Result<Snapshot, sqlx::Error> {
+        let mut conn = connect(&self.path, self.synchronous_full).await?;
+        sqlx::query("BEGIN").execute(&mut conn).await?;
+        // A WAL read transaction takes its snapshot at its first read.
+        sqlx::query("SELECT count(*) FROM sales").fetch_one(&mut conn).await?;
+        Ok(Snapshot { conn })
     }
 
     pub(crate) async fn close(self) {
@@ -105,6 +109,19 @@ impl Store {
                 tracing::warn!(%error, "closing the journal database failed");
             }
         }
+    }
+}
+
+pub(crate) struct Snapshot {
+    conn: SqliteConnection,
+}
+
+impl Snapshot {
+    /// The sale's totals by order status, as of the snapshot.
+    pub(crate) async fn totals(mut self, sale_id: &str) -> Result<StoreTotals, sqlx::Error> {
+        let totals = probe(&mut self.conn, sale_id).await;
+        let _ = self.conn.close().await;
+        totals
     }
 }
 
@@ -174,41 +191,69 @@ pub(crate) async fn load(conn: &mut SqliteConnection) -> Result<Loaded, sqlx::Er
             hold_seconds: row.try_get(7)?,
             created_at: Timestamp(row.try_get(8)?),
         };
-        sales.insert(id.clone(), StoredSale { id, config, orders: Vec::new(), waitlist: Vec::new() });
+        sales.insert(
+            id.clone(),
+            StoredSale { id, config, orders: Vec::new(), order_keys: Vec::new(), waitlist: Vec::new() },
+        );
     }
-    load_orders(conn, &mut sales).await?;
+    let next_order_key = load_orders(conn, &mut sales).await?;
     load_waitlist(conn, &mut sales).await?;
     let users = load_users(conn).await?;
-    Ok(Loaded { sales: sales.into_values().collect(), users })
+    Ok(Loaded { sales: sales.into_values().collect(), users, next_order_key })
 }
 
-async fn load_orders(conn: &mut SqliteConnection, sales: &mut BTreeMap<String, StoredSale>) -> Result<(), sqlx::Error> {
+async fn load_orders(
+    conn: &mut SqliteConnection,
+    sales: &mut BTreeMap<String, StoredSale>,
+) -> Result<u64, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT sale_id, seq, user_id, quantity, status, created_at, expires_at, updated_at, idempotency_key, \
-         payment_ref FROM orders ORDER BY sale_id, seq",
+        "SELECT key, sale_id, seq, user_id, quantity, status, created_at, expires_at, updated_at, idempotency_key, \
+         payment_ref FROM orders ORDER BY key",
     )
     .fetch_all(&mut *conn)
     .await?;
+    let mut next_key = 1;
     for row in rows {
-        let sale_id: String = row.try_get(0)?;
-        let status: String = row.try_get(4)?;
-        let user: String = row.try_get(2)?;
-        let key: Option<String> = row.try_get(8)?;
-        let order = Order {
-            seq: row.try_get(1)?,
-            user: UserId::new(&user).map_err(|e| corrupt(e.to_string()))?,
-            quantity: row.try_get(3)?,
-            status: OrderStatus::parse(&status).ok_or_else(|| corrupt(format!("order status {status:?}")))?,
-            created_at: Timestamp(row.try_get(5)?),
-            expires_at: Timestamp(row.try_get(6)?),
-            updated_at: Timestamp(row.try_get(7)?),
-            idempotency_key: key.map(|k| IdempotencyKey::new(&k)).transpose().map_err(|e| corrupt(e.to_string()))?,
-            payment_ref: row.try_get(9)?,
-        };
+        let key: i64 = row.try_get(0)?;
+        let key = u64::try_from(key).map_err(|_| corrupt(format!("order key {key}")))?;
+        next_key = next_key.max(key + 1);
+        let sale_id: String = row.try_get(1)?;
+        let order = order_of(&row)?;
         let sale = sales.get_mut(&sale_id).ok_or_else(|| corrupt(format!("order of unknown sale {sale_id}")))?;
         sale.orders.push(order);
+        sale.order_keys.push(key);
     }
-    Ok(())
+    for sale in sales.values_mut() {
+        sort_by_seq(sale);
+    }
+    Ok(next_key)
+}
+
+/// Keys follow creation order, so this is nearly always sorted already.
+fn sort_by_seq(sale: &mut StoredSale) {
+    if sale.orders.is_sorted_by_key(|order| order.seq) {
+        return;
+    }
+    let mut pairs: Vec<_> = sale.orders.drain(..).zip(sale.order_keys.drain(..)).collect();
+    pairs.sort_by_key(|(order, _)| order.seq);
+    (sale.orders, sale.order_keys) = pairs.into_iter().unzip();
+}
+
+fn order_of(row: &sqlx::sqlite::SqliteRow) -> Result<Order, sqlx::Error> {
+    let status: String = row.try_get(5)?;
+    let user: String = row.try_get(3)?;
+    let key: Option<String> = row.try_get(9)?;
+    Ok(Order {
+        seq: row.try_get(2)?,
+        user: UserId::new(&user).map_err(|e| corrupt(e.to_string()))?,
+        quantity: row.try_get(4)?,
+        status: OrderStatus::parse(&status).ok_or_else(|| corrupt(format!("order status {status:?}")))?,
+        created_at: Timestamp(row.try_get(6)?),
+        expires_at: Timestamp(row.try_get(7)?),
+        updated_at: Timestamp(row.try_get(8)?),
+        idempotency_key: key.map(|k| IdempotencyKey::new(&k)).transpose().map_err(|e| corrupt(e.to_string()))?,
+        payment_ref: row.try_get(10)?,
+    })
 }
 
 async fn load_waitlist(
