@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Request time limit in milliseconds [default: 10000].
     #[arg(long, env = "STAMPEDE_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Time a client has to send a request's headers, in milliseconds; also closes kept-alive
+    /// connections that idle that long [default: 30000].
+    #[arg(long, env = "STAMPEDE_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
     /// Open connections at most [default: 20000].
     #[arg(long, env = "STAMPEDE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -68,6 +72,7 @@ struct FileConfig {
     jwt_secret: Option<String>,
     admin_token: Option<String>,
     request_timeout_ms: Option<u64>,
+    header_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
     session_ttl_seconds: Option<u64>,
     sync: Option<SyncMode>,
@@ -82,6 +87,7 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     pub admin_token: Option<String>,
     pub request_timeout: Duration,
+    pub header_timeout: Duration,
     pub max_connections: usize,
     pub session_ttl_seconds: u64,
     pub sync: SyncMode,
@@ -102,6 +108,7 @@ impl Config {
             request_timeout: Duration::from_millis(
                 args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(10_000),
             ),
+            header_timeout: Duration::from_millis(args.header_timeout_ms.or(file.header_timeout_ms).unwrap_or(30_000)),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(20_000),
             session_ttl_seconds: args.session_ttl_seconds.or(file.session_ttl_seconds).unwrap_or(86_400),
             sync: args.sync.or(file.sync).unwrap_or(SyncMode::Full),

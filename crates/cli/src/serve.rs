@@ -32,6 +32,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let settings = HttpSettings {
         request_timeout: config.request_timeout,
+        header_read_timeout: config.header_timeout,
         max_connections: config.max_connections,
         session_ttl_seconds: config.session_ttl_seconds,
         ..HttpSettings::default()
@@ -41,7 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     println!("listening on {addr}");
-    let served = stampede_server::serve(listener, state, shutdown_signal()).await;
+    stampede_server::serve(listener, state, shutdown_signal()).await;
 
     tracing::info!("stopping: in-flight requests are done, flushing the journal");
     let _ = stop_jobs.send(true);
@@ -50,7 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     backend.shutdown().await;
     tracing::info!("stopped");
-    served.context("serving HTTP")
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -3,10 +3,10 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
-mod listener;
 mod ops;
 mod orders;
 mod sales;
+mod serve;
 mod users;
 
 use std::sync::Arc;
@@ -24,12 +24,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
-pub use crate::listener::ConnectionLimit;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub request_timeout: Duration,
+    /// Time a client has to send a request's headers, also while a kept-alive connection idles.
+    pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub session_ttl_seconds: u64,
     /// Password hashes computed at once (each takes ~20 MiB and tens of ms of CPU).
@@ -40,6 +41,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             max_connections: 20_000,
             session_ttl_seconds: 24 * 3600,
             hashing_slots: 4,
@@ -120,9 +122,10 @@ pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let limit = ConnectionLimit::new(listener, state.settings.max_connections);
-    axum::serve(limit, app(state)).with_graceful_shutdown(shutdown).await
+) {
+    let max_connections = state.settings.max_connections;
+    let header_read_timeout = state.settings.header_read_timeout;
+    serve::run(listener, app(state), max_connections, header_read_timeout, shutdown).await;
 }
 
 #[cfg(test)]
