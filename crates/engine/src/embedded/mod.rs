@@ -215,10 +215,11 @@ impl Backend for Embedded {
 
     async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError> {
         let slot = self.slot(&command.sale_id).ok_or(EngineError::SaleNotFound)?;
-        let (outcome, lsn) = self.step(&slot, |sale, touched| {
+        let (outcome, _) = self.step(&slot, |sale, touched| {
             sale.purchase(&command.user, command.quantity, command.idempotency_key, now, touched)
         });
-        self.journal.wait_durable(lsn).await?;
+        // A refused purchase changes nothing; an accepted one (or a replay) is waited for by
+        // `durable_view`, through the order's own journal position.
         let outcome = outcome?;
         let order = self.durable_view(&slot, outcome.seq()).await?;
         let created = matches!(outcome, stampede_core::PurchaseOutcome::Created(_));
@@ -280,10 +281,6 @@ impl Backend for Embedded {
         let mut expired = 0;
         let mut last_lsn = 0;
         for slot in self.all_slots() {
-            let due = lock(&slot.state).sale.next_deadline().is_some_and(|deadline| deadline <= now);
-            if !due {
-                continue;
-            }
             let (ended, lsn) = self.step(&slot, |sale, touched| {
                 let orders_before = sale.orders().len();
                 sale.expire_due(now, touched);
