@@ -18,6 +18,11 @@ pub fn random_token(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), len).to_ascii_lowercase()
 }
 
+/// Whether `id` has the shape of a sale id this engine hands out (`s_` and letters or digits).
+pub fn is_sale_id(id: &str) -> bool {
+    id.strip_prefix(SALE_PREFIX).is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// `o_<sale suffix>_<seq in hex>`.
 pub fn order_id(sale_id: &str, seq: u32) -> String {
     let suffix = sale_id.strip_prefix(SALE_PREFIX).unwrap_or(sale_id);
@@ -42,6 +47,14 @@ mod tests {
         let sale = new_sale_id();
         let id = order_id(&sale, 300);
         assert_eq!(parse_order_id(&id), Some((sale, 300)));
+    }
+
+    #[test]
+    fn sale_ids_have_one_shape() {
+        assert!(is_sale_id(&new_sale_id()));
+        for bad in ["", "s_", "x_abc", "s_a}b", "s_{x}", "s_🦀"] {
+            assert!(!is_sale_id(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! The hot path of Stampede: the [`Backend`] port, its implementations and background jobs.
 //!
 //! Backends are sibling modules behind one trait, chosen once at start-up. The embedded backend
-//! keeps hot state in memory and makes every change durable in SQLite before it is reported.
+//! keeps hot state in memory and makes every change durable in SQLite before it is reported;
+//! the scale-out backend keeps it in Redis, decided by Lua scripts, with Postgres as the record.
 
 pub mod backend;
 pub mod conformance;
 pub mod embedded;
 pub mod expiry;
 pub mod ids;
+pub mod scaleout;
 
 pub use backend::{
     Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView,
     UserRecord,
 };
 pub use embedded::{Embedded, EmbeddedOptions};
+pub use scaleout::{RedisTarget, ScaleOut, ScaleOutOptions};

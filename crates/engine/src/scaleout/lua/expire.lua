@@ -1,0 +1,16 @@
+-- ARGV: now (ms), at most this many holds. Reply: {'ok', holds expired}.
+local now, most = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cfg = config()
+if not cfg then
+  return { 'ok', '0' }
+end
+local expired = 0
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, most)) do
+  local order = load_order(seq)
+  redis.call('ZREM', KEYS[7], seq)
+  if order and order.s == 'held' then
+    end_hold(cfg, order, 'expired', now)
+    expired = expired + 1
+  end
+end
+return { 'ok', tostring(expired) }

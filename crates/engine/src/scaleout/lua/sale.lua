@@ -1,0 +1,144 @@
+-- The sale state machine on Redis: helpers shared by every sale script. Each script is this
+-- library followed by its own body, run atomically by Redis: one decision, one step.
+--
+-- KEYS, the same for every sale script (all share the sale's hash tag, so one cluster slot):
+--   1 cfg     hash: stock, limit, hold_ms, starts, ends (-1: none), name, price, created
+--   2 ctr     hash: available, held, sold, seq (next order seq), waiting, wl_len, wl_head,
+--             cancelled, expired (units)
+--   3 orders  hash: seq -> order JSON
+--   4 units   hash: user -> held + paid units
+--   5 useq    hash: user -> the user's order seqs, comma separated, oldest first
+--   6 keys    hash: idempotency field -> seq
+--   7 due     zset: seq of each hold, scored by its deadline
+--   8 wl      hash: waitlist position -> entry JSON
+--   9 wlu     hash: user -> position of their waiting entry
+--  10 events  stream: every changed order and waitlist entry, read by the order sink
+--
+-- Orders: {seq, u, q, s (held|paid|cancelled|expired), c, e, up, v (version), k?, p?}.
+-- Waitlist entries: {pos, u, q, j, s (w|g|d), g? (granted seq), v}.
+-- Replies are arrays of strings: {'ok', ...} or {'err', code}.
+
+local function count(field)
+  return tonumber(redis.call('HGET', KEYS[2], field)) or 0
+end
+
+local function add(field, delta)
+  redis.call('HINCRBY', KEYS[2], field, delta)
+end
+
+local function config()
+  local c = redis.call('HMGET', KEYS[1], 'stock', 'limit', 'hold_ms', 'starts', 'ends')
+  if not c[1] then
+    return nil
+  end
+  return {
+    stock = tonumber(c[1]),
+    limit = tonumber(c[2]),
+    hold_ms = tonumber(c[3]),
+    starts = tonumber(c[4]),
+    ends = tonumber(c[5]),
+  }
+end
+
+local function in_window(cfg, now)
+  return now >= cfg.starts and (cfg.ends < 0 or now < cfg.ends)
+end
+
+local function units_of(user)
+  return tonumber(redis.call('HGET', KEYS[4], user)) or 0
+end
+
+-- Units a new buyer can take: none while anyone waits (released units are the waitlist's).
+local function buyable()
+  if count('waiting') > 0 then
+    return 0
+  end
+  return count('available')
+end
+
+local function save_order(order)
+  local json = cjson.encode(order)
+  redis.call('HSET', KEYS[3], order.seq, json)
+  redis.call('XADD', KEYS[10], '*', 't', 'o', 'j', json)
+  return json
+end
+
+local function save_entry(entry)
+  local json = cjson.encode(entry)
+  redis.call('HSET', KEYS[8], entry.pos, json)
+  redis.call('XADD', KEYS[10], '*', 't', 'w', 'j', json)
+end
+
+local function load_order(seq)
+  local json = redis.call('HGET', KEYS[3], seq)
+  if not json then
+    return nil
+  end
+  return cjson.decode(json)
+end
+
+local function create_hold(cfg, user, quantity, key, key_field, now)
+  local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1) - 1
+  local order = { seq = seq, u = user, q = quantity, s = 'held', c = now, e = now + cfg.hold_ms, up = now, v = 1, k = key }
+  add('available', -quantity)
+  add('held', quantity)
+  redis.call('HINCRBY', KEYS[4], user, quantity)
+  local seqs = redis.call('HGET', KEYS[5], user)
+  redis.call('HSET', KEYS[5], user, seqs and (seqs .. ',' .. seq) or tostring(seq))
+  if key_field then
+    redis.call('HSET', KEYS[6], key_field, seq)
+  end
+  redis.call('ZADD', KEYS[7], order.e, seq)
+  return save_order(order)
+end
+
+-- Grants holds to waiting users in order while units suffice; drops entries that can never be
+-- served (the user would pass the limit, or fewer units than wanted are free or held).
+local function serve_waitlist(cfg, now)
+  local head, len = count('wl_head'), count('wl_len')
+  while head < len do
+    local entry = cjson.decode(redis.call('HGET', KEYS[8], head))
+    if entry.s == 'w' then
+      local available, held = count('available'), count('held')
+      local over_limit = units_of(entry.u) + entry.q > cfg.limit
+      if not over_limit and available + held >= entry.q and available < entry.q then
+        break
+      end
+      redis.call('HDEL', KEYS[9], entry.u)
+      add('waiting', -1)
+      if over_limit or available + held < entry.q then
+        entry.s = 'd'
+      else
+        local granted = cjson.decode(create_hold(cfg, entry.u, entry.q, nil, nil, now))
+        entry.s = 'g'
+        entry.g = granted.seq
+      end
+      entry.v = entry.v + 1
+      save_entry(entry)
+    end
+    head = head + 1
+  end
+  redis.call('HSET', KEYS[2], 'wl_head', head)
+end
+
+local function end_hold(cfg, order, status, now)
+  order.s = status
+  order.up = now
+  order.v = order.v + 1
+  add('held', -order.q)
+  add(status, order.q)
+  redis.call('HINCRBY', KEYS[4], order.u, -order.q)
+  redis.call('ZREM', KEYS[7], order.seq)
+  save_order(order)
+  add('available', order.q)
+  serve_waitlist(cfg, now)
+end
+
+-- The caller's order, or nil when it does not exist or belongs to someone else.
+local function owned(seq, user)
+  local order = load_order(seq)
+  if order and order.u == user then
+    return order
+  end
+  return nil
+end

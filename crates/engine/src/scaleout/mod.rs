@@ -1,0 +1,458 @@
+//! The scale-out backend: hot state in Redis (a single node or a Redis Cluster), Postgres as the
+//! system of record, and no state in the replica itself, so any number of replicas can serve
+//! any request.
+//!
+//! Every decision is one Lua script over the keys of one sale (one hash tag, one cluster slot):
+//! it checks, changes the counters and the order, and appends the change to the sale's stream,
+//! all or nothing. There is no dual write: the order sink moves stream entries to Postgres
+//! afterwards, idempotently. With Redis running `appendonly yes` + `appendfsync always`, a script's
+//! effects are on disk before its reply, so an acknowledged change survives `kill -9` of a
+//! replica, of Redis and of Postgres.
+
+mod conn;
+mod keys;
+mod records;
+mod scripts;
+mod sink;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use redis::{AsyncCommands, RedisResult};
+use stampede_core::{Quantity, SaleError, SaleStatus, Timestamp, UserId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use self::conn::RedisConn;
+pub use self::conn::RedisTarget;
+use self::keys::Keys;
+use self::records::{OrderRecord, SaleRecord};
+use self::scripts::Scripts;
+use self::sink::Sink;
+use self::store::Store;
+use crate::backend::{
+    Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView,
+    UserRecord,
+};
+use crate::ids;
+
+#[derive(Debug, Clone)]
+pub struct ScaleOutOptions {
+    pub redis: RedisTarget,
+    pub postgres_url: String,
+    /// Prefix of every Redis key, so several deployments (or test runs) can share a Redis.
+    pub namespace: String,
+}
+
+pub struct ScaleOut {
+    redis: RedisConn,
+    store: Store,
+    keys: Keys,
+    scripts: Scripts,
+    /// Sale configurations never change once created: cached per replica.
+    sales: RwLock<HashMap<String, Arc<SaleRecord>>>,
+    sink: Arc<Sink>,
+    sink_task: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+    closed: AtomicBool,
+}
+
+/// How many due holds one expiry script ends at most, so a long backlog never blocks a sale.
+const EXPIRE_BATCH: usize = 500;
+
+fn unavailable(error: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(error.to_string())
+}
+
+fn script_error(code: &str) -> EngineError {
+    let error = match code {
+        "sale_not_found" => return EngineError::SaleNotFound,
+        "sold_out" => SaleError::SoldOut,
+        "limit_reached" => SaleError::LimitReached,
+        "not_live" => SaleError::NotLive,
+        "invalid_quantity" => SaleError::InvalidQuantity,
+        "order_not_found" => SaleError::OrderNotFound,
+        "hold_expired" => SaleError::HoldExpired,
+        "order_cancelled" => SaleError::OrderCancelled,
+        "order_paid" => SaleError::OrderPaid,
+        "stock_available" => SaleError::StockAvailable,
+        "already_waitlisted" => SaleError::AlreadyWaitlisted,
+        other => return unavailable(format!("unexpected script answer {other:?}")),
+    };
+    EngineError::Sale(error)
+}
+
+/// A script's answer: `[outcome, payload]`, or the error it names.
+fn answer(reply: RedisResult<Vec<String>>) -> Result<(String, String), EngineError> {
+    let mut reply = reply.map_err(unavailable)?.into_iter();
+    let (outcome, payload) = (reply.next().unwrap_or_default(), reply.next().unwrap_or_default());
+    if outcome == "err" {
+        return Err(script_error(&payload));
+    }
+    Ok((outcome, payload))
+}
+
+fn order_view(sale_id: &str, json: &str) -> Result<OrderView, EngineError> {
+    OrderRecord::parse(json)
+        .and_then(|order| order.view(sale_id))
+        .ok_or_else(|| unavailable(format!("malformed order in sale {sale_id}")))
+}
+
+impl ScaleOut {
+    /// Connects to Redis and Postgres (running Postgres migrations) and starts the order sink.
+    pub async fn open(options: ScaleOutOptions) -> Result<Arc<Self>, EngineError> {
+        let redis = RedisConn::connect(&options.redis).await.map_err(|e| unavailable(format!("redis: {e}")))?;
+        let store = Store::connect(&options.postgres_url).await.map_err(|e| unavailable(format!("postgres: {e}")))?;
+        let keys = Keys::new(&options.namespace);
+        let consumer = format!("replica-{}", ids::random_token(12));
+        let sink = Arc::new(Sink { redis: redis.clone(), store: store.clone(), keys: keys.clone(), consumer });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.run(stopped).await }
+        });
+        Ok(Arc::new(Self {
+            redis,
+            store,
+            keys,
+            scripts: Scripts::new(),
+            sales: RwLock::default(),
+            sink,
+            sink_task: Mutex::new(Some((stop, task))),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    fn check_open(&self) -> Result<(), EngineError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(unavailable("the backend is shut down"));
+        }
+        Ok(())
+    }
+
+    /// Sale ids become parts of Redis keys (and their hash tag): anything not shaped like one
+    /// we hand out is not a sale, and never reaches Redis.
+    fn check_sale_id(sale_id: &str) -> Result<(), EngineError> {
+        if ids::is_sale_id(sale_id) {
+            Ok(())
+        } else {
+            Err(EngineError::SaleNotFound)
+        }
+    }
+
+    fn conn(&self) -> RedisConn {
+        self.redis.clone()
+    }
+
+    async fn run(
+        &self,
+        script: &redis::Script,
+        sale_id: &str,
+        args: &[&[u8]],
+    ) -> Result<(String, String), EngineError> {
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys.sale(sale_id) {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        answer(invocation.invoke_async(&mut self.conn()).await)
+    }
+
+    async fn config(&self, sale_id: &str) -> Result<Arc<SaleRecord>, EngineError> {
+        Self::check_sale_id(sale_id)?;
+        if let Some(sale) = self.sales.read().unwrap_or_else(PoisonError::into_inner).get(sale_id) {
+            return Ok(sale.clone());
+        }
+        let key = self.keys.sale_key(sale_id, keys::CFG);
+        let fields: HashMap<String, String> = self.conn().hgetall(&key).await.map_err(unavailable)?;
+        let number = |name: &str| fields.get(name).and_then(|value| value.parse::<i64>().ok());
+        let record = || {
+            Some(SaleRecord {
+                id: sale_id.to_owned(),
+                name: fields.get("name")?.clone(),
+                stock: u32::try_from(number("stock")?).ok()?,
+                price: number("price")?,
+                limit: u32::try_from(number("limit")?).ok()?,
+                hold_ms: number("hold_ms")?,
+                starts: number("starts")?,
+                ends: number("ends")?,
+                created: number("created")?,
+            })
+        };
+        let sale = Arc::new(record().ok_or(EngineError::SaleNotFound)?);
+        self.sales.write().unwrap_or_else(PoisonError::into_inner).insert(sale_id.to_owned(), sale.clone());
+        Ok(sale)
+    }
+
+    /// The live counters of a sale: available, held, sold, waiting.
+    async fn counters(&self, sale_id: &str) -> Result<[i64; 4], EngineError> {
+        let key = self.keys.sale_key(sale_id, keys::CTR);
+        let values: Vec<Option<i64>> = redis::cmd("HMGET")
+            .arg(&key)
+            .arg(&["available", "held", "sold", "waiting"])
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut counters = [0; 4];
+        for (slot, value) in counters.iter_mut().zip(values) {
+            *slot = value.unwrap_or(0);
+        }
+        Ok(counters)
+    }
+
+    /// Records that `user` takes part in `sale_id`, before the step that makes their order.
+    async fn note_user_sale(&self, user: &UserId, sale_id: &str) -> Result<(), EngineError> {
+        let _: i64 = self.conn().sadd(self.keys.user_sales(user.as_str()), sale_id).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn order_step(
+        &self,
+        script: &redis::Script,
+        order_id: &str,
+        user: &UserId,
+        extra: &[&[u8]],
+        now: Timestamp,
+    ) -> Result<OrderView, EngineError> {
+        self.check_open()?;
+        let (sale_id, seq) = ids::parse_order_id(order_id).ok_or(SaleError::OrderNotFound)?;
+        let seq = seq.to_string();
+        let now = now.0.to_string();
+        let mut args: Vec<&[u8]> = vec![seq.as_bytes(), user.as_str().as_bytes(), now.as_bytes()];
+        args.extend_from_slice(extra);
+        let (_, json) = self.run(script, &sale_id, &args).await?;
+        order_view(&sale_id, &json)
+    }
+
+    async fn sale_ids(&self) -> Result<Vec<String>, EngineError> {
+        self.conn().smembers(self.keys.sales()).await.map_err(unavailable)
+    }
+
+    async fn expire_sale(&self, sale_id: &str, now: &str) -> Result<usize, EngineError> {
+        let most = EXPIRE_BATCH.to_string();
+        let mut total = 0;
+        loop {
+            let (_, expired) = self.run(&self.scripts.expire, sale_id, &[now.as_bytes(), most.as_bytes()]).await?;
+            let expired: usize = expired.parse().map_err(unavailable)?;
+            total += expired;
+            if expired < EXPIRE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The orders of one user in one sale.
+    async fn orders_in_sale(&self, sale_id: &str, user: &UserId) -> Result<Vec<OrderView>, EngineError> {
+        let useq = self.keys.sale_key(sale_id, keys::USEQ);
+        let seqs: Option<String> = self.conn().hget(&useq, user.as_str()).await.map_err(unavailable)?;
+        let Some(seqs) = seqs else { return Ok(Vec::new()) };
+        let seqs: Vec<&str> = seqs.split(',').collect();
+        let orders = self.keys.sale_key(sale_id, keys::ORDERS);
+        let jsons: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(&orders).arg(&seqs).query_async(&mut self.conn()).await.map_err(unavailable)?;
+        jsons.into_iter().flatten().map(|json| order_view(sale_id, &json)).collect()
+    }
+}
+
+fn status_of(sale: &SaleRecord, counters: [i64; 4], now: Timestamp) -> SaleStatus {
+    let [available, _, _, waiting] = counters;
+    if now.0 < sale.starts {
+        SaleStatus::Scheduled
+    } else if sale.ends >= 0 && now.0 >= sale.ends {
+        SaleStatus::Ended
+    } else if waiting > 0 || available == 0 {
+        SaleStatus::SoldOut
+    } else {
+        SaleStatus::Live
+    }
+}
+
+fn count(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+#[async_trait]
+impl Backend for ScaleOut {
+    async fn create_sale(&self, sale: NewSale, now: Timestamp) -> Result<SaleView, EngineError> {
+        self.check_open()?;
+        let id = ids::new_sale_id();
+        let config = sale.into_config(now);
+        let record = SaleRecord {
+            id: id.clone(),
+            name: config.name,
+            stock: config.stock,
+            price: config.price_cents,
+            limit: config.per_user_limit,
+            hold_ms: i64::from(config.hold_seconds) * 1000,
+            starts: config.starts_at.0,
+            ends: config.ends_at.map_or(-1, |end| end.0),
+            created: now.0,
+        };
+        // Listed first, so the jobs that visit every sale (sink, expiry) never miss it.
+        let _: i64 = self.conn().sadd(self.keys.sales(), &id).await.map_err(unavailable)?;
+        let json = serde_json::to_string(&record).map_err(unavailable)?;
+        self.run(&self.scripts.create_sale, &id, &[json.as_bytes()]).await?;
+        let record = Arc::new(record);
+        self.sales.write().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), record.clone());
+        self.sale(&id, now).await
+    }
+
+    async fn sale(&self, sale_id: &str, now: Timestamp) -> Result<SaleView, EngineError> {
+        self.check_open()?;
+        let sale = self.config(sale_id).await?;
+        let counters = self.counters(sale_id).await?;
+        let [available, held, sold, waiting] = counters;
+        Ok(SaleView {
+            id: sale.id.clone(),
+            name: sale.name.clone(),
+            price_cents: sale.price,
+            stock: sale.stock,
+            available: count(available),
+            held: count(held),
+            sold: count(sold),
+            per_user_limit: sale.limit,
+            hold_seconds: u32::try_from(sale.hold_ms / 1000).unwrap_or(0),
+            starts_at: Timestamp(sale.starts),
+            ends_at: (sale.ends >= 0).then_some(Timestamp(sale.ends)),
+            status: status_of(&sale, counters, now),
+            waitlisted: count(waiting),
+        })
+    }
+
+    async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError> {
+        self.check_open()?;
+        Self::check_sale_id(&command.sale_id)?;
+        self.note_user_sale(&command.user, &command.sale_id).await?;
+        let quantity = command.quantity.get().to_string();
+        let key = command.idempotency_key.as_ref().map_or("", |key| key.as_str());
+        let now = now.0.to_string();
+        let args: [&[u8]; 4] = [command.user.as_str().as_bytes(), quantity.as_bytes(), key.as_bytes(), now.as_bytes()];
+        let (outcome, json) = self.run(&self.scripts.purchase, &command.sale_id, &args).await?;
+        let order = order_view(&command.sale_id, &json)?;
+        Ok(PurchaseResult { order, created: outcome == "created" })
+    }
+
+    async fn order(&self, order_id: &str, user: &UserId) -> Result<OrderView, EngineError> {
+        self.check_open()?;
+        let (sale_id, seq) = ids::parse_order_id(order_id).ok_or(SaleError::OrderNotFound)?;
+        let key = self.keys.sale_key(&sale_id, keys::ORDERS);
+        let json: Option<String> = self.conn().hget(&key, seq).await.map_err(unavailable)?;
+        let order = order_view(&sale_id, &json.ok_or(SaleError::OrderNotFound)?)?;
+        if order.user_id != user.as_str() {
+            return Err(SaleError::OrderNotFound.into());
+        }
+        Ok(order)
+    }
+
+    async fn orders_of(&self, user: &UserId) -> Result<Vec<OrderView>, EngineError> {
+        self.check_open()?;
+        let sale_ids: Vec<String> =
+            self.conn().smembers(self.keys.user_sales(user.as_str())).await.map_err(unavailable)?;
+        let per_sale = join_all(sale_ids.iter().map(|sale_id| self.orders_in_sale(sale_id, user))).await;
+        let mut orders = Vec::new();
+        for sale_orders in per_sale {
+            orders.extend(sale_orders?);
+        }
+        // Newest first; orders made in the same millisecond by creation order within a sale.
+        let seq = |order: &OrderView| ids::parse_order_id(&order.id).map_or(0, |(_, seq)| seq);
+        orders.sort_by(|a, b| (b.created_at, &b.sale_id, seq(b)).cmp(&(a.created_at, &a.sale_id, seq(a))));
+        Ok(orders)
+    }
+
+    async fn pay(
+        &self,
+        order_id: &str,
+        user: &UserId,
+        payment_ref: Option<String>,
+        now: Timestamp,
+    ) -> Result<OrderView, EngineError> {
+        let has_ref: &[u8] = if payment_ref.is_some() { b"1" } else { b"0" };
+        let payment_ref = payment_ref.unwrap_or_default();
+        self.order_step(&self.scripts.pay, order_id, user, &[has_ref, payment_ref.as_bytes()], now).await
+    }
+
+    async fn cancel(&self, order_id: &str, user: &UserId, now: Timestamp) -> Result<OrderView, EngineError> {
+        self.order_step(&self.scripts.cancel, order_id, user, &[], now).await
+    }
+
+    async fn join_waitlist(
+        &self,
+        sale_id: &str,
+        user: &UserId,
+        quantity: Quantity,
+        now: Timestamp,
+    ) -> Result<u32, EngineError> {
+        self.check_open()?;
+        Self::check_sale_id(sale_id)?;
+        self.note_user_sale(user, sale_id).await?;
+        let quantity = quantity.get().to_string();
+        let now = now.0.to_string();
+        let args: [&[u8]; 3] = [user.as_str().as_bytes(), quantity.as_bytes(), now.as_bytes()];
+        let (_, place) = self.run(&self.scripts.join_waitlist, sale_id, &args).await?;
+        place.parse().map_err(unavailable)
+    }
+
+    async fn expire_due(&self, now: Timestamp) -> Result<usize, EngineError> {
+        self.check_open()?;
+        let now = now.0.to_string();
+        let sale_ids = self.sale_ids().await?;
+        let results = join_all(sale_ids.iter().map(|sale_id| self.expire_sale(sale_id, &now))).await;
+        let mut total = 0;
+        for result in results {
+            total += result?;
+        }
+        Ok(total)
+    }
+
+    async fn ledger(&self, sale_id: &str) -> Result<Ledger, EngineError> {
+        self.check_open()?;
+        let sale = self.config(sale_id).await?;
+        self.sink.drain_sale(sale_id).await.map_err(unavailable)?;
+        let [available, held, sold, _] = self.counters(sale_id).await?;
+        let totals = self.store.totals(sale_id).await.map_err(unavailable)?;
+        let stock = i64::from(sale.stock);
+        Ok(Ledger {
+            sale_id: sale_id.to_owned(),
+            stock: sale.stock,
+            live: LedgerCounts { available, held, sold },
+            store: LedgerCounts { available: stock - totals.held - totals.paid, held: totals.held, sold: totals.paid },
+            cancelled: totals.cancelled,
+            expired: totals.expired,
+            orders: totals.orders,
+        })
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<UserRecord, EngineError> {
+        self.check_open()?;
+        let created = self.store.create_user(ids::new_user_id(), user, Timestamp::now()).await.map_err(unavailable)?;
+        created.ok_or(EngineError::UsernameTaken)
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, EngineError> {
+        self.check_open()?;
+        self.store.find_user(username).await.map_err(unavailable)
+    }
+
+    async fn ready(&self) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut self.conn()).await;
+        pong.is_ok()
+    }
+
+    async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        let task = self.sink_task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some((stop, task)) = task {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        self.store.close().await;
+    }
+}

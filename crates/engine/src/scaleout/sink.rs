@@ -1,0 +1,153 @@
+//! The order sink: moves every sale's stream into Postgres. Each replica runs one as a member
+//! of the sale streams' consumer group `sink`: it reads new entries, writes them in one
+//! idempotent transaction, then acknowledges and deletes them. Entries a dead replica read but
+//! never acknowledged are claimed by the others once idle for [`CLAIM_IDLE`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply,
+};
+use redis::AsyncCommands;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::conn::RedisConn;
+use super::keys::{self, Keys};
+use super::records::Event;
+use super::store::Store;
+
+pub const GROUP: &str = "sink";
+const POLL: Duration = Duration::from_millis(20);
+const BATCH: usize = 2000;
+/// An entry read but not acknowledged for this long belongs to a replica presumed dead.
+const CLAIM_IDLE: Duration = Duration::from_secs(30);
+const CLAIM_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Sink {
+    pub redis: RedisConn,
+    pub store: Store,
+    pub keys: Keys,
+    /// This replica's name in the consumer group; new per process.
+    pub consumer: String,
+}
+
+/// Entries read from one sale's stream.
+struct Read {
+    sale_id: String,
+    entries: Vec<StreamId>,
+}
+
+impl Sink {
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut last_claim = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            let claim = last_claim.elapsed() >= CLAIM_EVERY;
+            if claim {
+                last_claim = Instant::now();
+            }
+            if let Err(error) = self.pass(claim).await {
+                tracing::warn!(%error, "order sink: pass failed; entries stay in the streams and are retried");
+            }
+        }
+        // Hand over what is ready now; anything left stays in the streams for the next reader.
+        if let Err(error) = self.pass(false).await {
+            tracing::warn!(%error, "order sink: last pass failed; entries stay in the streams");
+        }
+    }
+
+    /// One round over every sale: read, write to Postgres, acknowledge. Returns entries moved.
+    pub async fn pass(&self, claim: bool) -> Result<usize, String> {
+        let sale_ids: Vec<String> = self.redis.clone().smembers(self.keys.sales()).await.map_err(|e| e.to_string())?;
+        let reads = join_all(sale_ids.iter().map(|sale_id| self.read_sale(sale_id, claim))).await;
+        let reads: Vec<Read> = reads.into_iter().flatten().filter(|read| !read.entries.is_empty()).collect();
+        if reads.is_empty() {
+            return Ok(0);
+        }
+        let events: Vec<Event> = reads.iter().flat_map(|read| decode(&read.sale_id, &read.entries)).collect();
+        self.store.write(&events).await.map_err(|e| e.to_string())?;
+        let acks = reads.iter().map(|read| self.acknowledge(read));
+        let moved = join_all(acks).await.into_iter().sum();
+        Ok(moved)
+    }
+
+    /// This consumer's unacknowledged entries first (a failed write), then new ones, then (when
+    /// `claim`) entries idle too long at other consumers. A sale whose stream or group does not
+    /// exist yet (its creation is under way) reads as nothing.
+    async fn read_sale(&self, sale_id: &str, claim: bool) -> Option<Read> {
+        let key = self.keys.sale_key(sale_id, keys::EVENTS);
+        let mut redis = self.redis.clone();
+        let options = StreamReadOptions::default().group(GROUP, &self.consumer).count(BATCH);
+        let mut entries = Vec::new();
+        for start in ["0", ">"] {
+            let reply: StreamReadReply = redis.xread_options(&[&key], &[start], &options).await.ok()?;
+            entries.extend(reply.keys.into_iter().flat_map(|stream| stream.ids));
+            if !entries.is_empty() {
+                break;
+            }
+        }
+        if claim && entries.len() < BATCH {
+            let options = StreamAutoClaimOptions::default().count(BATCH - entries.len());
+            let idle = CLAIM_IDLE.as_millis() as u64;
+            let claimed: Option<StreamAutoClaimReply> =
+                redis.xautoclaim_options(&key, GROUP, &self.consumer, idle, "0-0", options).await.ok();
+            entries.extend(claimed.into_iter().flat_map(|reply| reply.claimed));
+        }
+        Some(Read { sale_id: sale_id.to_owned(), entries })
+    }
+
+    async fn acknowledge(&self, read: &Read) -> usize {
+        let key = self.keys.sale_key(&read.sale_id, keys::EVENTS);
+        let ids: Vec<&str> = read.entries.iter().map(|entry| entry.id.as_str()).collect();
+        let mut redis = self.redis.clone();
+        // Written to Postgres already: a failed ack only means the entries are written again.
+        let acked: redis::RedisResult<usize> = redis.xack(&key, GROUP, &ids).await;
+        if let Err(error) = acked {
+            tracing::warn!(%error, sale = %read.sale_id, "order sink: acknowledging failed");
+            return 0;
+        }
+        let _: redis::RedisResult<usize> = redis.xdel(&key, &ids).await;
+        ids.len()
+    }
+
+    /// Writes everything still in one sale's stream to Postgres (without acknowledging: the
+    /// group's readers do that), so the store is at least as new as the stream was.
+    pub async fn drain_sale(&self, sale_id: &str) -> Result<(), String> {
+        let key = self.keys.sale_key(sale_id, keys::EVENTS);
+        let mut redis = self.redis.clone();
+        let mut start = "-".to_owned();
+        loop {
+            let reply: StreamRangeReply =
+                redis.xrange_count(&key, &start, "+", BATCH).await.map_err(|e| e.to_string())?;
+            let Some(last) = reply.ids.last() else { return Ok(()) };
+            start = format!("({}", last.id);
+            let full = reply.ids.len() == BATCH;
+            self.store.write(&decode(sale_id, &reply.ids)).await.map_err(|e| e.to_string())?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn decode(sale_id: &str, entries: &[StreamId]) -> Vec<Event> {
+    let field = |entry: &StreamId, name: &str| -> Option<String> {
+        entry.map.get(name).and_then(|value| redis::from_redis_value_ref::<String>(value).ok())
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let event = Event::decode(sale_id, &field(entry, "t")?, &field(entry, "j")?);
+            if event.is_none() {
+                tracing::error!(sale = sale_id, id = %entry.id, "order sink: malformed stream entry skipped");
+            }
+            event
+        })
+        .collect()
+}

@@ -1,0 +1,77 @@
+//! The backend conformance suite against the scale-out backend: real Redis (a single node, and
+//! a 3-master Redis Cluster) and real Postgres, as started by `scripts/test` (or given with
+//! `STAMPEDE_TEST_REDIS_URL`, `STAMPEDE_TEST_REDIS_CLUSTER_URLS`, `STAMPEDE_TEST_POSTGRES_URL`).
+//! Each test gets its own key namespace and its own database; a restart opens a new backend on
+//! the same Redis and Postgres, as a new replica would.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, Executor, PgConnection};
+use stampede_engine::conformance::Harness;
+use stampede_engine::{ids, Backend, RedisTarget, ScaleOut, ScaleOutOptions};
+
+/// The value of a service variable. Without it the suite cannot run: fail loudly rather than
+/// pass without testing anything.
+fn service(variable: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| {
+        panic!("{variable} is not set: run the tests with scripts/test, which starts private Redis and Postgres")
+    })
+}
+
+/// A fresh database on the test Postgres; returns its URL.
+async fn fresh_database() -> String {
+    let admin = service("STAMPEDE_TEST_POSTGRES_URL");
+    let name = format!("stampede_test_{}", ids::random_token(12));
+    let mut conn = PgConnection::connect(&admin).await.expect("connect to the test postgres");
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+    conn.close().await.ok();
+    let (base, _) = admin.rsplit_once('/').expect("postgres url with a database path");
+    format!("{base}/{name}")
+}
+
+struct ScaleOutHarness {
+    options: ScaleOutOptions,
+    backend: Arc<ScaleOut>,
+}
+
+impl ScaleOutHarness {
+    async fn start(redis: RedisTarget) -> Self {
+        let options = ScaleOutOptions {
+            redis,
+            postgres_url: fresh_database().await,
+            namespace: format!("t{}", ids::random_token(10)),
+        };
+        let backend = ScaleOut::open(options.clone()).await.expect("open scale-out backend");
+        Self { options, backend }
+    }
+
+    async fn single() -> Self {
+        Self::start(RedisTarget { urls: vec![service("STAMPEDE_TEST_REDIS_URL")], cluster: false }).await
+    }
+
+    async fn cluster() -> Self {
+        let urls = service("STAMPEDE_TEST_REDIS_CLUSTER_URLS").split(',').map(str::to_owned).collect();
+        Self::start(RedisTarget { urls, cluster: true }).await
+    }
+}
+
+impl Harness for ScaleOutHarness {
+    async fn backend(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    async fn restart(&mut self) {
+        self.backend.shutdown().await;
+        self.backend = ScaleOut::open(self.options.clone()).await.expect("reopen scale-out backend");
+    }
+}
+
+mod single_node {
+    use super::ScaleOutHarness;
+    stampede_engine::backend_conformance!(ScaleOutHarness::single);
+}
+
+mod cluster {
+    use super::ScaleOutHarness;
+    stampede_engine::backend_conformance!(ScaleOutHarness::cluster);
+}
