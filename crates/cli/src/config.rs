@@ -47,6 +47,19 @@ pub struct ServeArgs {
     /// `off` turns off rate limits, automatic bans and proof-of-work [default: on].
     #[arg(long, env = "STAMPEDE_LIMITS")]
     pub limits: Option<Switch>,
+    /// Scale-out mode: Redis URL, or the comma-separated seed URLs of a Redis Cluster. Needs
+    /// --postgres, and the same --jwt-secret and --admin-token on every replica.
+    #[arg(long, env = "STAMPEDE_REDIS")]
+    pub redis: Option<String>,
+    /// Treat --redis as a Redis Cluster even with one seed URL [default: only with several URLs].
+    #[arg(long, env = "STAMPEDE_REDIS_CLUSTER")]
+    pub redis_cluster: Option<bool>,
+    /// Prefix of every Redis key, so deployments can share a Redis [default: stampede].
+    #[arg(long, env = "STAMPEDE_REDIS_NAMESPACE")]
+    pub redis_namespace: Option<String>,
+    /// Scale-out mode: Postgres URL of the system of record (migrated at start-up).
+    #[arg(long, env = "STAMPEDE_POSTGRES", hide_env_values = true)]
+    pub postgres: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -77,6 +90,10 @@ struct FileConfig {
     session_ttl_seconds: Option<u64>,
     sync: Option<SyncMode>,
     limits: Option<Switch>,
+    redis: Option<String>,
+    redis_cluster: Option<bool>,
+    redis_namespace: Option<String>,
+    postgres: Option<String>,
 }
 
 /// The resolved configuration of a server.
@@ -92,6 +109,17 @@ pub struct Config {
     pub session_ttl_seconds: u64,
     pub sync: SyncMode,
     pub limits: Switch,
+    /// `None`: the embedded store.
+    pub scale_out: Option<ScaleOutConfig>,
+}
+
+/// Where the scale-out mode keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleOutConfig {
+    pub redis_urls: Vec<String>,
+    pub redis_cluster: bool,
+    pub namespace: String,
+    pub postgres: String,
 }
 
 impl Config {
@@ -113,8 +141,35 @@ impl Config {
             session_ttl_seconds: args.session_ttl_seconds.or(file.session_ttl_seconds).unwrap_or(86_400),
             sync: args.sync.or(file.sync).unwrap_or(SyncMode::Full),
             limits: args.limits.or(file.limits).unwrap_or(Switch::On),
+            scale_out: scale_out(
+                args.redis.or(file.redis),
+                args.redis_cluster.or(file.redis_cluster),
+                args.redis_namespace.or(file.redis_namespace),
+                args.postgres.or(file.postgres),
+            )?,
         })
     }
+}
+
+fn scale_out(
+    redis: Option<String>,
+    cluster: Option<bool>,
+    namespace: Option<String>,
+    postgres: Option<String>,
+) -> anyhow::Result<Option<ScaleOutConfig>> {
+    let redis = redis.filter(|url| !url.trim().is_empty());
+    let postgres = postgres.filter(|url| !url.trim().is_empty());
+    let (redis, postgres) = match (redis, postgres) {
+        (None, None) => return Ok(None),
+        (Some(redis), Some(postgres)) => (redis, postgres),
+        _ => anyhow::bail!("scale-out mode needs both --redis and --postgres"),
+    };
+    let redis_urls: Vec<String> = redis.split(',').map(|url| url.trim().to_owned()).filter(|u| !u.is_empty()).collect();
+    let namespace = namespace.unwrap_or_else(|| "stampede".to_owned());
+    let well_formed =
+        !namespace.is_empty() && namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    anyhow::ensure!(well_formed, "--redis-namespace must be letters, digits, '-' or '_'");
+    Ok(Some(ScaleOutConfig { redis_cluster: cluster.unwrap_or(redis_urls.len() > 1), redis_urls, namespace, postgres }))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -139,6 +194,19 @@ mod tests {
         assert_eq!(config.sync, SyncMode::Normal);
         assert_eq!(config.data_dir, PathBuf::from("stampede-data"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn scale_out_needs_redis_and_postgres() {
+        assert_eq!(scale_out(None, None, None, None).unwrap(), None);
+        assert!(scale_out(Some("redis://r/".into()), None, None, None).is_err());
+        assert!(scale_out(None, None, None, Some("postgres://p/db".into())).is_err());
+        let cluster = scale_out(Some("redis://a/, redis://b/".into()), None, None, Some("postgres://p/db".into()));
+        let cluster = cluster.unwrap().unwrap();
+        assert_eq!(cluster.redis_urls, ["redis://a/", "redis://b/"]);
+        assert!(cluster.redis_cluster);
+        assert_eq!(cluster.namespace, "stampede");
+        assert!(scale_out(Some("redis://a/".into()), None, Some("a:b".into()), Some("postgres://p".into())).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use stampede_engine::{Backend, Embedded, EmbeddedOptions};
+use stampede_engine::{Backend, Embedded, EmbeddedOptions, RedisTarget, ScaleOut, ScaleOutOptions};
 use stampede_server::{AppState, HttpSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -13,16 +13,38 @@ use crate::config::{Config, Switch, SyncMode};
 use crate::secrets;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let jwt_secret = secrets::configured_or_stored(config.jwt_secret.clone(), &config.data_dir, "jwt-secret")?;
-    let admin_token = secrets::configured_or_stored(config.admin_token.clone(), &config.data_dir, "admin-token")?;
-    let options =
-        EmbeddedOptions { data_dir: config.data_dir.clone(), synchronous_full: config.sync == SyncMode::Full };
-    let embedded = Embedded::open(options).await.context("opening the embedded store")?;
-    let backend: Arc<dyn Backend> = embedded;
+    let (backend, jwt_secret, admin_token) = match &config.scale_out {
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+            let jwt_secret = secrets::configured_or_stored(config.jwt_secret.clone(), &config.data_dir, "jwt-secret")?;
+            let admin_token =
+                secrets::configured_or_stored(config.admin_token.clone(), &config.data_dir, "admin-token")?;
+            let options =
+                EmbeddedOptions { data_dir: config.data_dir.clone(), synchronous_full: config.sync == SyncMode::Full };
+            let embedded = Embedded::open(options).await.context("opening the embedded store")?;
+            tracing::info!(data_dir = %config.data_dir.display(), "embedded store ready");
+            (embedded as Arc<dyn Backend>, jwt_secret, admin_token)
+        }
+        Some(scale_out) => {
+            // Every replica must accept every token: the secrets cannot be generated per replica.
+            let shared = |value: &Option<String>, name: &str| {
+                value.clone().with_context(|| format!("scale-out mode needs {name} set, the same on every replica"))
+            };
+            let jwt_secret = shared(&config.jwt_secret, "STAMPEDE_JWT_SECRET (--jwt-secret)")?;
+            let admin_token = shared(&config.admin_token, "STAMPEDE_ADMIN_TOKEN (--admin-token)")?;
+            let options = ScaleOutOptions {
+                redis: RedisTarget { urls: scale_out.redis_urls.clone(), cluster: scale_out.redis_cluster },
+                postgres_url: scale_out.postgres.clone(),
+                namespace: scale_out.namespace.clone(),
+            };
+            let backend = ScaleOut::open(options).await.context("connecting to Redis and Postgres")?;
+            tracing::info!(cluster = scale_out.redis_cluster, namespace = %scale_out.namespace, "scale-out backend ready");
+            (backend as Arc<dyn Backend>, jwt_secret, admin_token)
+        }
+    };
     let expired = backend.expire_due(stampede_core::Timestamp::now()).await?;
-    tracing::info!(expired, data_dir = %config.data_dir.display(), "embedded store ready");
+    tracing::info!(expired, "holds that fell due while stopped expired");
     if config.limits == Switch::Off {
         tracing::info!("limits are off: no rate limits, bans or proof-of-work");
     }
