@@ -47,6 +47,13 @@ pub struct ServeArgs {
     /// `off` turns off rate limits, automatic bans and proof-of-work [default: on].
     #[arg(long, env = "STAMPEDE_LIMITS")]
     pub limits: Option<Switch>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where the scale-out mode keeps its state (shared by `serve` and `reconcile`).
+#[derive(Debug, Args, Default)]
+pub struct StoreArgs {
     /// Scale-out mode: Redis URL, or the comma-separated seed URLs of a Redis Cluster. Needs
     /// --postgres, and the same --jwt-secret and --admin-token on every replica.
     #[arg(long, env = "STAMPEDE_REDIS")]
@@ -142,10 +149,10 @@ impl Config {
             sync: args.sync.or(file.sync).unwrap_or(SyncMode::Full),
             limits: args.limits.or(file.limits).unwrap_or(Switch::On),
             scale_out: scale_out(
-                args.redis.or(file.redis),
-                args.redis_cluster.or(file.redis_cluster),
-                args.redis_namespace.or(file.redis_namespace),
-                args.postgres.or(file.postgres),
+                args.store.redis.or(file.redis),
+                args.store.redis_cluster.or(file.redis_cluster),
+                args.store.redis_namespace.or(file.redis_namespace),
+                args.store.postgres.or(file.postgres),
             )?,
         })
     }
@@ -170,6 +177,20 @@ fn scale_out(
         !namespace.is_empty() && namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     anyhow::ensure!(well_formed, "--redis-namespace must be letters, digits, '-' or '_'");
     Ok(Some(ScaleOutConfig { redis_cluster: cluster.unwrap_or(redis_urls.len() > 1), redis_urls, namespace, postgres }))
+}
+
+/// The scale-out store of `reconcile`: the config file's keys, under flags and environment.
+pub fn resolve_store(config: Option<&Path>, args: StoreArgs) -> anyhow::Result<Option<ScaleOutConfig>> {
+    let file = match config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
+    scale_out(
+        args.redis.or(file.redis),
+        args.redis_cluster.or(file.redis_cluster),
+        args.redis_namespace.or(file.redis_namespace),
+        args.postgres.or(file.postgres),
+    )
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {

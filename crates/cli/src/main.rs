@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod reconcile;
 mod secrets;
 mod serve;
 
@@ -25,6 +26,9 @@ enum Command {
     Serve(config::ServeArgs),
     /// Load-test a running server: healthz baseline, then purchases from distinct users.
     Bench(bench::BenchArgs),
+    /// Scale-out mode: compare Redis counters with Postgres orders for every sale; exits 1 on a
+    /// mismatch.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +45,14 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::run(config::Config::resolve(args)?))
+        }
+        Command::Reconcile(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            if runtime.block_on(reconcile::run(args))? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         // One thread: the load generator shares the machine with the server it measures.
         Command::Bench(args) => {

@@ -16,4 +16,4 @@ pub use backend::{
     UserRecord,
 };
 pub use embedded::{Embedded, EmbeddedOptions};
-pub use scaleout::{RedisTarget, ScaleOut, ScaleOutOptions};
+pub use scaleout::{Reconciliation, RedisTarget, ScaleOut, ScaleOutOptions};
