@@ -13,6 +13,10 @@ pub struct BenchArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// Another replica of the same scale-out deployment (repeatable): connections are spread
+    /// over --addr and these, round robin.
+    #[arg(long = "replica")]
+    replicas: Vec<SocketAddr>,
     /// The server's JWT secret (to mint user tokens).
     #[arg(long, env = "STAMPEDE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: String,
@@ -46,7 +50,12 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let target = Target { addr: args.addr, jwt_secret: args.jwt_secret.clone(), admin_token: args.admin_token.clone() };
+    let target = Target {
+        addr: args.addr,
+        replicas: args.replicas.clone(),
+        jwt_secret: args.jwt_secret.clone(),
+        admin_token: args.admin_token.clone(),
+    };
     let phase = Phase {
         connections: args.connections,
         duration: Duration::from_secs(args.seconds),

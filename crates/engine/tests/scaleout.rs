@@ -75,3 +75,40 @@ mod cluster {
     use super::ScaleOutHarness;
     stampede_engine::backend_conformance!(ScaleOutHarness::cluster);
 }
+
+/// Redis forgets scripts on a restart or failover (and on SCRIPT FLUSH): the backend loads
+/// them again on NOSCRIPT and the step still happens exactly once.
+#[tokio::test]
+async fn scripts_are_loaded_again_after_redis_forgets_them() {
+    use stampede_core::{Quantity, Timestamp, UserId};
+    use stampede_engine::{NewSale, PurchaseCommand};
+
+    let harness = ScaleOutHarness::single().await;
+    let backend = harness.backend().await;
+    let now = Timestamp(1_800_000_000_000);
+    let sale = NewSale {
+        name: "flushed".to_owned(),
+        stock: 5,
+        price_cents: 100,
+        starts_at: None,
+        ends_at: None,
+        per_user_limit: 5,
+        hold_seconds: 60,
+    };
+    let sale_id = backend.create_sale(sale, now).await.expect("create sale").id;
+    let client = redis::Client::open(service("STAMPEDE_TEST_REDIS_URL")).expect("redis url");
+    let mut redis = client.get_multiplexed_async_connection().await.expect("connect to redis");
+    for round in 1..=2 {
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut redis).await.expect("script flush");
+        let command = PurchaseCommand {
+            sale_id: sale_id.clone(),
+            user: UserId::new("alice").expect("user"),
+            quantity: Quantity::new(1).expect("quantity"),
+            idempotency_key: None,
+        };
+        backend.purchase(command, now).await.expect("purchase after SCRIPT FLUSH");
+        assert_eq!(backend.sale(&sale_id, now).await.expect("sale").held, round);
+    }
+    let ledger = backend.ledger(&sale_id).await.expect("ledger");
+    assert!(ledger.consistent(), "{ledger:?}");
+}

@@ -28,8 +28,16 @@ pub use token::{mint_token, try_mint_token};
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// More replicas of the same deployment: connections are spread over `addr` and these.
+    pub replicas: Vec<SocketAddr>,
     pub jwt_secret: String,
     pub admin_token: String,
+}
+
+impl Target {
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.addr).chain(self.replicas.iter().copied()).collect()
+    }
 }
 
 /// Shape of one measured run.

@@ -36,9 +36,10 @@ struct Worker {
 }
 
 /// Runs `workload` over `phase.connections` connections and reports the measured window.
+/// Connection `i` goes to `addrs[i % addrs.len()]`, spreading the load over replicas.
 pub(crate) async fn run_phase(
     name: &str,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     phase: &Phase,
     workload: Workload,
 ) -> Result<Report, LoadError> {
@@ -47,13 +48,16 @@ pub(crate) async fn run_phase(
     }
     // Connecting up front keeps connection set-up out of the window and reports a wrong
     // address as an error instead of a phase full of io errors.
-    let conns = connect_all(addr, phase.connections).await?;
+    if addrs.is_empty() {
+        return Err(LoadError::InvalidScenario("at least one server address is needed"));
+    }
+    let conns = connect_all(addrs, phase.connections).await?;
     let ok_status = workload.ok_status();
     let window = start_window(phase);
     let workload = Arc::new(workload);
     let mut workers = JoinSet::new();
     for (id, conn) in conns.into_iter().enumerate() {
-        let worker = Worker::new(id, addr, window, Arc::clone(&workload));
+        let worker = Worker::new(id, addrs[id % addrs.len()], window, Arc::clone(&workload));
         workers.spawn(worker.run(conn));
     }
     let tally = join_all(&mut workers).await?;
@@ -61,10 +65,10 @@ pub(crate) async fn run_phase(
     Ok(tally.into_report(name, ok_status, elapsed))
 }
 
-async fn connect_all(addr: SocketAddr, count: usize) -> Result<Vec<Conn>, LoadError> {
+async fn connect_all(addrs: &[SocketAddr], count: usize) -> Result<Vec<Conn>, LoadError> {
     let mut conns = Vec::with_capacity(count);
-    for _ in 0..count {
-        conns.push(conn::connect(addr).await?);
+    for id in 0..count {
+        conns.push(conn::connect(addrs[id % addrs.len()]).await?);
     }
     Ok(conns)
 }

@@ -45,7 +45,7 @@ struct CreatedSale {
 /// `GET /healthz` at fixed concurrency: the server's ceiling for a trivial request.
 pub async fn healthz(target: &Target, phase: &Phase) -> Result<Report, LoadError> {
     let workload = Workload::Healthz(Healthz::new(target.addr)?);
-    run_phase("healthz", target.addr, phase, workload).await
+    run_phase("healthz", &target.addrs(), phase, workload).await
 }
 
 /// Creates `scenario.sales` fresh sales, then orders from them at fixed concurrency.
@@ -66,7 +66,7 @@ pub async fn purchases(target: &Target, phase: &Phase, scenario: &PurchaseScenar
         idempotency_prefix: scenario.idempotency_keys.then(|| format!("lg-{run_id}")),
         next_user: AtomicUsize::new(0),
     };
-    run_phase("purchases", target.addr, phase, Workload::Purchase(purchase)).await
+    run_phase("purchases", &target.addrs(), phase, Workload::Purchase(purchase)).await
 }
 
 fn validate(scenario: &PurchaseScenario) -> Result<(), LoadError> {

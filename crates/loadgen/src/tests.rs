@@ -198,7 +198,7 @@ fn valid_user(authorization: &str) -> bool {
 }
 
 fn target(addr: SocketAddr) -> Target {
-    Target { addr, jwt_secret: SECRET.to_owned(), admin_token: ADMIN.to_owned() }
+    Target { addr, replicas: Vec::new(), jwt_secret: SECRET.to_owned(), admin_token: ADMIN.to_owned() }
 }
 
 fn phase(connections: usize, warmup_ms: u64, duration_ms: u64) -> Phase {

@@ -43,6 +43,10 @@ impl RedisConn {
             .set_number_of_retries(2);
         Ok(Self::Single(ConnectionManager::new_with_config(client, config).await?))
     }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
 }
 
 impl ConnectionLike for RedisConn {

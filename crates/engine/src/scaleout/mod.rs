@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use redis::{AsyncCommands, RedisResult};
+use redis::{AsyncCommands, ErrorKind, RedisResult, ServerErrorKind};
 use stampede_core::{Quantity, SaleError, SaleStatus, Timestamp, UserId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -154,14 +154,55 @@ impl ScaleOut {
         sale_id: &str,
         args: &[&[u8]],
     ) -> Result<(String, String), EngineError> {
-        let mut invocation = script.prepare_invoke();
-        for key in self.keys.sale(sale_id) {
-            invocation.key(key);
+        self.run_for(script, sale_id, args, None).await
+    }
+
+    /// Runs a sale script by hash, loading it when the node does not know it (NOSCRIPT: after
+    /// a restart or failover). With `participant`, first records that the user takes part in
+    /// the sale (so listing their orders never misses one): on a single node in the same
+    /// pipeline, so one write and one fsync carry both; on a cluster, where the two keys live
+    /// in different slots, as a step of its own before the script.
+    async fn run_for(
+        &self,
+        script: &redis::Script,
+        sale_id: &str,
+        args: &[&[u8]],
+        participant: Option<&UserId>,
+    ) -> Result<(String, String), EngineError> {
+        let mut conn = self.conn();
+        let mut pipelined = None;
+        if let Some(user) = participant {
+            let key = self.keys.user_sales(user.as_str());
+            if conn.is_cluster() {
+                let _: i64 = conn.sadd(key, sale_id).await.map_err(unavailable)?;
+            } else {
+                pipelined = Some(key);
+            }
         }
+        let keys = self.keys.sale(sale_id);
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(script.get_hash()).arg(keys.len()).arg(&keys[..]);
         for arg in args {
-            invocation.arg(*arg);
+            eval.arg(*arg);
         }
-        answer(invocation.invoke_async(&mut self.conn()).await)
+        let mut loaded = false;
+        loop {
+            let reply: RedisResult<Vec<String>> = match &pipelined {
+                Some(user_sales) => {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("SADD").arg(user_sales).arg(sale_id).ignore().add_command(eval.clone());
+                    pipe.query_async::<(Vec<String>,)>(&mut conn).await.map(|(reply,)| reply)
+                }
+                None => eval.query_async(&mut conn).await,
+            };
+            match reply {
+                Err(error) if !loaded && error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.prepare_invoke().load_async(&mut conn).await.map_err(unavailable)?;
+                    loaded = true;
+                }
+                reply => return answer(reply),
+            }
+        }
     }
 
     async fn config(&self, sale_id: &str) -> Result<Arc<SaleRecord>, EngineError> {
@@ -204,12 +245,6 @@ impl ScaleOut {
             *slot = value.unwrap_or(0);
         }
         Ok(counters)
-    }
-
-    /// Records that `user` takes part in `sale_id`, before the step that makes their order.
-    async fn note_user_sale(&self, user: &UserId, sale_id: &str) -> Result<(), EngineError> {
-        let _: i64 = self.conn().sadd(self.keys.user_sales(user.as_str()), sale_id).await.map_err(unavailable)?;
-        Ok(())
     }
 
     async fn order_step(
@@ -381,12 +416,12 @@ impl Backend for ScaleOut {
     async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError> {
         self.check_open()?;
         Self::check_sale_id(&command.sale_id)?;
-        self.note_user_sale(&command.user, &command.sale_id).await?;
         let quantity = command.quantity.get().to_string();
         let key = command.idempotency_key.as_ref().map_or("", |key| key.as_str());
         let now = now.0.to_string();
         let args: [&[u8]; 4] = [command.user.as_str().as_bytes(), quantity.as_bytes(), key.as_bytes(), now.as_bytes()];
-        let (outcome, json) = self.run(&self.scripts.purchase, &command.sale_id, &args).await?;
+        let (outcome, json) =
+            self.run_for(&self.scripts.purchase, &command.sale_id, &args, Some(&command.user)).await?;
         let order = order_view(&command.sale_id, &json)?;
         Ok(PurchaseResult { order, created: outcome == "created" })
     }
@@ -443,11 +478,10 @@ impl Backend for ScaleOut {
     ) -> Result<u32, EngineError> {
         self.check_open()?;
         Self::check_sale_id(sale_id)?;
-        self.note_user_sale(user, sale_id).await?;
         let quantity = quantity.get().to_string();
         let now = now.0.to_string();
         let args: [&[u8]; 3] = [user.as_str().as_bytes(), quantity.as_bytes(), now.as_bytes()];
-        let (_, place) = self.run(&self.scripts.join_waitlist, sale_id, &args).await?;
+        let (_, place) = self.run_for(&self.scripts.join_waitlist, sale_id, &args, Some(user)).await?;
         place.parse().map_err(unavailable)
     }
 
