@@ -3,6 +3,7 @@
 
 mod api;
 mod pool;
+pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! Postgres, the system of record: sales, orders and waitlist entries arrive from the streams
 //! through the order sink; accounts are written directly (rare, not on the hot path).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -42,10 +42,12 @@ impl Store {
     /// Writes a batch of stream entries in one transaction. Idempotent: sales are inserted once,
     /// orders and waitlist entries only ever replaced by a newer version of themselves, so an
     /// entry written twice (a retry, or two replicas racing on a claimed entry) changes nothing.
+    /// Rows go in key order, so concurrent writers (sinks of several replicas, a ledger drain)
+    /// lock shared rows in the same order and cannot deadlock.
     pub async fn write(&self, events: &[Event]) -> Result<(), sqlx::Error> {
         let mut sales: Vec<&SaleRecord> = Vec::new();
-        let mut orders: HashMap<(&str, u32), &OrderRecord> = HashMap::new();
-        let mut entries: HashMap<(&str, u32), &WaitlistRecord> = HashMap::new();
+        let mut orders: BTreeMap<(&str, u32), &OrderRecord> = BTreeMap::new();
+        let mut entries: BTreeMap<(&str, u32), &WaitlistRecord> = BTreeMap::new();
         for event in events {
             match event {
                 Event::Sale(sale) => sales.push(sale),
@@ -63,6 +65,8 @@ impl Store {
                 }
             }
         }
+        sales.sort_by(|a, b| a.id.cmp(&b.id));
+        sales.dedup_by(|a, b| a.id == b.id);
         let mut tx = self.pool.begin().await?;
         for sale in sales {
             sqlx::query(
@@ -156,7 +160,7 @@ impl Store {
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 
-async fn write_orders(tx: &mut Tx<'_>, orders: HashMap<(&str, u32), &OrderRecord>) -> Result<(), sqlx::Error> {
+async fn write_orders(tx: &mut Tx<'_>, orders: BTreeMap<(&str, u32), &OrderRecord>) -> Result<(), sqlx::Error> {
     let mut sale_ids = Vec::with_capacity(orders.len());
     let (mut seqs, mut users, mut quantities, mut statuses) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut created, mut expires, mut updated, mut keys, mut refs, mut versions) =
@@ -198,7 +202,7 @@ async fn write_orders(tx: &mut Tx<'_>, orders: HashMap<(&str, u32), &OrderRecord
     Ok(())
 }
 
-async fn write_waitlist(tx: &mut Tx<'_>, entries: HashMap<(&str, u32), &WaitlistRecord>) -> Result<(), sqlx::Error> {
+async fn write_waitlist(tx: &mut Tx<'_>, entries: BTreeMap<(&str, u32), &WaitlistRecord>) -> Result<(), sqlx::Error> {
     let (mut sale_ids, mut positions, mut users, mut quantities) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut joined, mut statuses, mut granted, mut versions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ((sale_id, position), entry) in entries {
