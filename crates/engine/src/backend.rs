@@ -69,6 +69,9 @@ pub struct NewSale {
     pub ends_at: Option<Timestamp>,
     pub per_user_limit: u32,
     pub hold_seconds: u32,
+    /// Scale-out mode: split the stock over this many Redis keys (and cluster slots) so one hot
+    /// sale is not bound to one Redis node; 1 keeps it whole. The embedded mode ignores it.
+    pub stock_buckets: u32,
 }
 
 impl NewSale {

@@ -151,6 +151,7 @@ fn spec(stock: u32, per_user_limit: u32) -> NewSale {
         ends_at: None,
         per_user_limit,
         hold_seconds: HOLD_SECONDS,
+        stock_buckets: 1,
     }
 }
 

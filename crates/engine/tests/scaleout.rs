@@ -94,6 +94,7 @@ async fn scripts_are_loaded_again_after_redis_forgets_them() {
         ends_at: None,
         per_user_limit: 5,
         hold_seconds: 60,
+        stock_buckets: 1,
     };
     let sale_id = backend.create_sale(sale, now).await.expect("create sale").id;
     let client = redis::Client::open(service("STAMPEDE_TEST_REDIS_URL")).expect("redis url");
@@ -135,6 +136,7 @@ async fn concurrent_sinks_and_ledger_drains_do_not_conflict() {
         ends_at: None,
         per_user_limit: 1,
         hold_seconds: 600,
+        stock_buckets: 1,
     };
     let sale_id = replicas[0].create_sale(sale, now).await.expect("create sale").id;
     let mut tasks = Vec::new();
@@ -171,5 +173,192 @@ async fn concurrent_sinks_and_ledger_drains_do_not_conflict() {
     assert_eq!((ledger.live.sold, ledger.orders), (720, 720));
     for replica in replicas {
         replica.shutdown().await;
+    }
+}
+
+mod stock_buckets {
+    //! A hot sale's stock split over several buckets (own keys, own cluster slots): users buy
+    //! from their home bucket, an empty bucket refills from the others, and the sale as a whole
+    //! behaves like one: every unit sold, none oversold, limits and keys per user.
+
+    use std::sync::Arc;
+
+    use stampede_core::{IdempotencyKey, OrderStatus, Quantity, SaleError, Timestamp, UserId};
+    use stampede_engine::scaleout::home_bucket;
+    use stampede_engine::{Backend, EngineError, NewSale, PurchaseCommand};
+
+    use super::ScaleOutHarness;
+
+    const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn sale(stock: u32, per_user_limit: u32, buckets: u32) -> NewSale {
+        NewSale {
+            name: "hot sku".to_owned(),
+            stock,
+            price_cents: 100,
+            starts_at: None,
+            ends_at: None,
+            per_user_limit,
+            hold_seconds: 600,
+            stock_buckets: buckets,
+        }
+    }
+
+    fn buy(sale_id: &str, user: &str, quantity: u32, key: Option<&str>) -> PurchaseCommand {
+        PurchaseCommand {
+            sale_id: sale_id.to_owned(),
+            user: UserId::new(user).expect("user"),
+            quantity: Quantity::new(i64::from(quantity)).expect("quantity"),
+            idempotency_key: key.map(|key| IdempotencyKey::new(key).expect("key")),
+        }
+    }
+
+    /// Users whose home bucket is `bucket` (of `buckets`).
+    fn homed_at(bucket: u32, buckets: u32, count: usize) -> Vec<String> {
+        (0..).map(|n| format!("buyer-{n}")).filter(|u| home_bucket(u, buckets) == bucket).take(count).collect()
+    }
+
+    async fn race(backend: &Arc<dyn Backend>, sale_id: &str, users: &[String]) -> (usize, usize) {
+        let tasks: Vec<_> = users
+            .iter()
+            .map(|user| {
+                let (backend, command) = (backend.clone(), buy(sale_id, user, 1, None));
+                tokio::spawn(async move { backend.purchase(command, NOW).await })
+            })
+            .collect();
+        let (mut held, mut sold_out) = (0, 0);
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(result) => {
+                    assert!(result.created);
+                    held += 1;
+                }
+                Err(EngineError::Sale(SaleError::SoldOut)) => sold_out += 1,
+                Err(other) => panic!("unexpected purchase error {other:?}"),
+            }
+        }
+        (held, sold_out)
+    }
+
+    /// The sale's units as expected, both ledgers agreeing, and `orders` orders made in all.
+    async fn assert_whole(backend: &Arc<dyn Backend>, sale_id: &str, available: u32, held: u32, orders: i64) {
+        let view = backend.sale(sale_id, NOW).await.expect("sale");
+        assert_eq!((view.available, view.held, view.sold), (available, held, 0), "{view:?}");
+        let ledger = backend.ledger(sale_id).await.expect("ledger");
+        assert!(ledger.consistent(), "{ledger:?}");
+        assert_eq!(ledger.orders, orders);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_herd_buys_every_unit_of_a_bucketed_sale_and_no_more() {
+        let harness = ScaleOutHarness::cluster().await;
+        let backend: Arc<dyn Backend> = harness.backend.clone();
+        let sale_id = backend.create_sale(sale(203, 1, 4), NOW).await.expect("create sale").id;
+        let users: Vec<String> = (0..300).map(|n| format!("herd-{n}")).collect();
+        assert_eq!(race(&backend, &sale_id, &users).await, (203, 97));
+        assert_whole(&backend, &sale_id, 0, 203, 203).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn buyers_of_one_bucket_get_the_stock_of_the_others() {
+        let harness = ScaleOutHarness::cluster().await;
+        let backend: Arc<dyn Backend> = harness.backend.clone();
+        let sale_id = backend.create_sale(sale(100, 1, 4), NOW).await.expect("create sale").id;
+        let users = homed_at(0, 4, 130);
+        assert_eq!(race(&backend, &sale_id, &users).await, (100, 30), "nothing left unsold while stock remains");
+        assert_whole(&backend, &sale_id, 0, 100, 100).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn limits_keys_and_order_steps_work_across_buckets() {
+        let harness = ScaleOutHarness::cluster().await;
+        let backend: Arc<dyn Backend> = harness.backend.clone();
+        let sale_id = backend.create_sale(sale(40, 2, 4), NOW).await.expect("create sale").id;
+        let mut made = Vec::new();
+        for bucket in 0..4 {
+            let user = &homed_at(bucket, 4, 1)[0];
+            let first = backend.purchase(buy(&sale_id, user, 1, Some("k1")), NOW).await.expect("first");
+            let replay = backend.purchase(buy(&sale_id, user, 1, Some("k1")), NOW).await.expect("replay");
+            assert_eq!((replay.order.id.as_str(), replay.created), (first.order.id.as_str(), false));
+            backend.purchase(buy(&sale_id, user, 1, Some("k2")), NOW).await.expect("second");
+            let third = backend.purchase(buy(&sale_id, user, 1, Some("k3")), NOW).await;
+            assert!(matches!(third, Err(EngineError::Sale(SaleError::LimitReached))), "{third:?}");
+            made.push((UserId::new(user).expect("user"), first.order));
+        }
+        for (user, order) in &made {
+            assert_eq!(&backend.order(&order.id, user).await.expect("get order"), order);
+            assert_eq!(backend.orders_of(user).await.expect("orders of").len(), 2);
+        }
+        let (payer, paid) = &made[1];
+        let paid = backend.pay(&paid.id, payer, None, NOW).await.expect("pay");
+        assert_eq!(paid.status, OrderStatus::Paid);
+        let (canceller, cancelled) = &made[2];
+        backend.cancel(&cancelled.id, canceller, NOW).await.expect("cancel");
+        let (stranger, _) = &made[3];
+        let foreign = backend.order(&made[0].1.id, stranger).await;
+        assert!(matches!(foreign, Err(EngineError::Sale(SaleError::OrderNotFound))), "{foreign:?}");
+        let view = backend.sale(&sale_id, NOW).await.expect("sale");
+        assert_eq!((view.available, view.held, view.sold), (33, 6, 1));
+        assert!(backend.ledger(&sale_id).await.expect("ledger").consistent());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn units_released_in_one_bucket_reach_a_waitlist_in_another() {
+        let harness = ScaleOutHarness::cluster().await;
+        let backend: Arc<dyn Backend> = harness.backend.clone();
+        let sale_id = backend.create_sale(sale(4, 1, 2), NOW).await.expect("create sale").id;
+        let zero = homed_at(0, 2, 3);
+        let one = homed_at(1, 2, 2);
+        let mut holds = Vec::new();
+        for user in [&zero[0], &zero[1], &one[0], &one[1]] {
+            let order = backend.purchase(buy(&sale_id, user, 1, None), NOW).await.expect("purchase").order;
+            holds.push((UserId::new(user).expect("user"), order));
+        }
+        let waiter = UserId::new(&zero[2]).expect("user");
+        let one_unit = Quantity::new(1).expect("quantity");
+        assert_eq!(backend.join_waitlist(&sale_id, &waiter, one_unit, NOW).await.expect("join"), 1);
+        // A buyer homed in the other bucket gives a unit back; the sweep moves it to the waiter.
+        let (user, order) = &holds[3];
+        backend.cancel(&order.id, user, NOW).await.expect("cancel");
+        backend.expire_due(NOW).await.expect("sweep");
+        let granted = backend.orders_of(&waiter).await.expect("orders of waiter");
+        assert_eq!(granted.len(), 1, "{granted:?}");
+        assert_eq!(granted[0].status, OrderStatus::Held);
+        assert_whole(&backend, &sale_id, 0, 4, 5).await;
+    }
+
+    /// A replica that dies between lending units and their arrival leaves a loan behind; the
+    /// sweep completes it, so the units are sold, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_transfer_cut_short_is_completed_by_the_sweep() {
+        let harness = ScaleOutHarness::cluster().await;
+        let backend: Arc<dyn Backend> = harness.backend.clone();
+        let sale_id = backend.create_sale(sale(20, 1, 2), NOW).await.expect("create sale").id;
+        let source = format!("{sale_id}.1");
+        let names = ["cfg", "ctr", "orders", "units", "useq", "keys", "due", "wl", "wlu", "events", "outbox", "inbox"];
+        let keys: Vec<String> =
+            names.iter().map(|name| format!("{}:{{{source}}}:{name}", harness.options.namespace)).collect();
+        let script =
+            [include_str!("../src/scaleout/lua/sale.lua"), include_str!("../src/scaleout/lua/transfer_out.lua")]
+                .join("\n");
+        let urls: Vec<String> = harness.options.redis.urls.clone();
+        let client = redis::cluster::ClusterClient::new(urls).expect("cluster client");
+        let mut redis = client.get_async_connection().await.expect("connect to the cluster");
+        let lent: Vec<String> = redis::Script::new(&script)
+            .key(&keys)
+            .arg("lost-transfer")
+            .arg(&sale_id)
+            .arg(6)
+            .arg(NOW.0 - 60_000)
+            .invoke_async(&mut redis)
+            .await
+            .expect("lend units");
+        assert_eq!(lent, ["ok", "6"]);
+        assert_whole(&backend, &sale_id, 20, 0, 0).await;
+        backend.expire_due(NOW).await.expect("sweep");
+        backend.expire_due(NOW).await.expect("second sweep changes nothing");
+        let users = homed_at(0, 2, 25);
+        assert_eq!(race(&backend, &sale_id, &users).await, (20, 5));
+        assert_whole(&backend, &sale_id, 0, 20, 20).await;
     }
 }

@@ -14,6 +14,7 @@ use crate::orders::OrderBody;
 use crate::AppState;
 
 const MAX_HOLD_SECONDS: u32 = 7 * 24 * 3600;
+const MAX_STOCK_BUCKETS: u32 = stampede_engine::scaleout::MAX_STOCK_BUCKETS;
 
 #[derive(Deserialize)]
 pub struct CreateSale {
@@ -24,6 +25,7 @@ pub struct CreateSale {
     ends_at: Option<String>,
     per_user_limit: Option<u32>,
     hold_seconds: Option<u32>,
+    stock_buckets: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -89,6 +91,10 @@ impl TryFrom<CreateSale> for NewSale {
         if hold_seconds == 0 || hold_seconds > MAX_HOLD_SECONDS {
             return Err(ApiError::invalid("hold_seconds: must be between 1 and 604800"));
         }
+        let stock_buckets = body.stock_buckets.unwrap_or(1);
+        if stock_buckets == 0 || stock_buckets > MAX_STOCK_BUCKETS {
+            return Err(ApiError::invalid(format!("stock_buckets: must be between 1 and {MAX_STOCK_BUCKETS}")));
+        }
         let starts_at = parse_time("starts_at", body.starts_at)?;
         let ends_at = parse_time("ends_at", body.ends_at)?;
         if let (Some(start), Some(end)) = (starts_at, ends_at) {
@@ -104,6 +110,7 @@ impl TryFrom<CreateSale> for NewSale {
             ends_at,
             per_user_limit,
             hold_seconds,
+            stock_buckets,
         })
     }
 }

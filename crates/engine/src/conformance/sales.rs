@@ -15,6 +15,7 @@ pub async fn create_and_get_sale(h: &mut impl Harness) {
         ends_at: Some(secs(3600)),
         per_user_limit: 3,
         hold_seconds: 90,
+        stock_buckets: 1,
     };
     let created = backend.create_sale(new.clone(), T0).await.expect("create sale");
     assert!(!created.id.is_empty());

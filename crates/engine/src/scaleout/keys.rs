@@ -1,14 +1,17 @@
 //! Redis key names. Every key of one sale carries the sale id as its hash tag, so a sale lives
 //! in one cluster slot and each of its scripts runs on one node.
 
-/// The keys of one sale in the order the sale scripts take them (see `lua/sale.lua`).
-pub const SALE_KEY_NAMES: [&str; 10] = ["cfg", "ctr", "orders", "units", "useq", "keys", "due", "wl", "wlu", "events"];
+/// The keys of one sale (or one bucket of a sale) in the order the sale scripts take them (see
+/// `lua/sale.lua`).
+pub const SALE_KEY_NAMES: [&str; 12] =
+    ["cfg", "ctr", "orders", "units", "useq", "keys", "due", "wl", "wlu", "events", "outbox", "inbox"];
 
 pub const CFG: usize = 0;
 pub const CTR: usize = 1;
 pub const ORDERS: usize = 2;
 pub const USEQ: usize = 4;
 pub const EVENTS: usize = 9;
+pub const OUTBOX: usize = 10;
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -20,15 +23,17 @@ impl Keys {
         Self { namespace: namespace.to_owned() }
     }
 
-    pub fn sale(&self, sale_id: &str) -> [String; 10] {
-        SALE_KEY_NAMES.map(|name| format!("{}:{{{sale_id}}}:{name}", self.namespace))
+    /// The keys of one bucket (see [`bucket_id`]); a sale without buckets is its bucket 0.
+    pub fn sale(&self, bucket_id: &str) -> [String; 12] {
+        SALE_KEY_NAMES.map(|name| format!("{}:{{{bucket_id}}}:{name}", self.namespace))
     }
 
-    pub fn sale_key(&self, sale_id: &str, which: usize) -> String {
-        format!("{}:{{{sale_id}}}:{}", self.namespace, SALE_KEY_NAMES[which])
+    pub fn sale_key(&self, bucket_id: &str, which: usize) -> String {
+        format!("{}:{{{bucket_id}}}:{}", self.namespace, SALE_KEY_NAMES[which])
     }
 
-    /// Every sale id, for the jobs that visit all sales (expiry, order sink).
+    /// Every bucket of every sale (a sale's id is its bucket 0), for the jobs that visit them
+    /// all (expiry, order sink).
     pub fn sales(&self) -> String {
         format!("{}:sales", self.namespace)
     }
@@ -43,9 +48,47 @@ impl Keys {
     }
 }
 
+/// Bucket `index` of a sale: the sale id itself for bucket 0, `<sale id>.<index>` for the rest,
+/// each its own hash tag and so (most likely) its own cluster slot.
+pub fn bucket_id(sale_id: &str, index: u32) -> String {
+    if index == 0 {
+        sale_id.to_owned()
+    } else {
+        format!("{sale_id}.{index}")
+    }
+}
+
+/// The sale a bucket id belongs to.
+pub fn sale_of_bucket(bucket_id: &str) -> &str {
+    bucket_id.split_once('.').map_or(bucket_id, |(sale_id, _)| sale_id)
+}
+
+/// The bucket a user buys from: always the same one, so their limit, their idempotency keys
+/// and their waitlist entry live in one place (FNV-1a of the user id).
+pub fn home_bucket(user: &str, buckets: u32) -> u32 {
+    let hash = user
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
+    (hash % u64::from(buckets.max(1))) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_name_their_sale_and_users_spread_over_them() {
+        assert_eq!(bucket_id("s_abc", 0), "s_abc");
+        assert_eq!(bucket_id("s_abc", 3), "s_abc.3");
+        assert_eq!(sale_of_bucket("s_abc.3"), "s_abc");
+        assert_eq!(sale_of_bucket("s_abc"), "s_abc");
+        let mut seen = [0u32; 4];
+        for n in 0..4000 {
+            seen[home_bucket(&format!("user-{n}"), 4) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&count| count > 800), "{seen:?}");
+        assert_eq!(home_bucket("anyone", 1), 0);
+    }
 
     #[test]
     fn keys_of_a_sale_share_its_hash_tag() {

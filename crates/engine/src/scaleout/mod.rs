@@ -29,10 +29,11 @@ use tokio::task::JoinHandle;
 
 use self::conn::RedisConn;
 pub use self::conn::RedisTarget;
+pub use self::keys::home_bucket;
 
 use self::keys::Keys;
 use self::records::{OrderRecord, SaleRecord};
-use self::scripts::Scripts;
+use self::scripts::{SaleScript, Scripts};
 use self::sink::Sink;
 use self::store::Store;
 use crate::backend::{
@@ -63,6 +64,12 @@ pub struct ScaleOut {
 
 /// How many due holds one expiry script ends at most, so a long backlog never blocks a sale.
 const EXPIRE_BATCH: usize = 500;
+/// A transfer between buckets not confirmed after this long is finished by the sweep.
+const TRANSFER_GRACE_MS: i64 = 5_000;
+/// Refills one purchase may trigger before it gives up (others keep taking what it brings).
+const MAX_REFILLS: u32 = 1_000;
+/// Most buckets a sale's stock may be split into.
+pub const MAX_STOCK_BUCKETS: u32 = 64;
 
 fn unavailable(error: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(error.to_string())
@@ -148,12 +155,7 @@ impl ScaleOut {
         self.redis.clone()
     }
 
-    async fn run(
-        &self,
-        script: &redis::Script,
-        sale_id: &str,
-        args: &[&[u8]],
-    ) -> Result<(String, String), EngineError> {
+    async fn run(&self, script: &SaleScript, sale_id: &str, args: &[&[u8]]) -> Result<(String, String), EngineError> {
         self.run_for(script, sale_id, args, None).await
     }
 
@@ -164,7 +166,7 @@ impl ScaleOut {
     /// in different slots, as a step of its own before the script.
     async fn run_for(
         &self,
-        script: &redis::Script,
+        script: &SaleScript,
         sale_id: &str,
         args: &[&[u8]],
         participant: Option<&UserId>,
@@ -174,31 +176,40 @@ impl ScaleOut {
         if let Some(user) = participant {
             let key = self.keys.user_sales(user.as_str());
             if conn.is_cluster() {
-                let _: i64 = conn.sadd(key, sale_id).await.map_err(unavailable)?;
+                let _: i64 = conn.sadd(key, keys::sale_of_bucket(sale_id)).await.map_err(unavailable)?;
             } else {
                 pipelined = Some(key);
             }
         }
         let keys = self.keys.sale(sale_id);
-        let mut eval = redis::cmd("EVALSHA");
-        eval.arg(script.get_hash()).arg(keys.len()).arg(&keys[..]);
-        for arg in args {
-            eval.arg(*arg);
-        }
-        let mut loaded = false;
+        let call = |command: &str, script_arg: &str| {
+            let mut call = redis::cmd(command);
+            call.arg(script_arg).arg(keys.len()).arg(&keys[..]);
+            for arg in args {
+                call.arg(*arg);
+            }
+            call
+        };
+        let mut attempt = 0;
         loop {
+            let eval = match attempt {
+                0 | 1 => call("EVALSHA", script.script.get_hash()),
+                _ => call("EVAL", &script.code),
+            };
             let reply: RedisResult<Vec<String>> = match &pipelined {
                 Some(user_sales) => {
                     let mut pipe = redis::pipe();
-                    pipe.cmd("SADD").arg(user_sales).arg(sale_id).ignore().add_command(eval.clone());
+                    pipe.cmd("SADD").arg(user_sales).arg(keys::sale_of_bucket(sale_id)).ignore().add_command(eval);
                     pipe.query_async::<(Vec<String>,)>(&mut conn).await.map(|(reply,)| reply)
                 }
                 None => eval.query_async(&mut conn).await,
             };
             match reply {
-                Err(error) if !loaded && error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    script.prepare_invoke().load_async(&mut conn).await.map_err(unavailable)?;
-                    loaded = true;
+                Err(error) if attempt < 2 && error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    if attempt == 0 {
+                        script.script.prepare_invoke().load_async(&mut conn).await.map_err(unavailable)?;
+                    }
+                    attempt += 1;
                 }
                 reply => return answer(reply),
             }
@@ -224,6 +235,7 @@ impl ScaleOut {
                 starts: number("starts")?,
                 ends: number("ends")?,
                 created: number("created")?,
+                buckets: number("buckets").map_or(Some(1), |n| u32::try_from(n).ok())?.max(1),
             })
         };
         let sale = Arc::new(record().ok_or(EngineError::SaleNotFound)?);
@@ -231,42 +243,161 @@ impl ScaleOut {
         Ok(sale)
     }
 
-    /// The live counters of a sale: available, held, sold, waiting.
-    async fn counters(&self, sale_id: &str) -> Result<[i64; 4], EngineError> {
-        let key = self.keys.sale_key(sale_id, keys::CTR);
+    /// The live counters of a sale, summed over its buckets: available (units lent between
+    /// buckets included), held, sold, waiting. Exact when no transfer is under way.
+    async fn counters(&self, sale: &SaleRecord) -> Result<[i64; 4], EngineError> {
+        let ids: Vec<String> = (0..sale.buckets).map(|index| keys::bucket_id(&sale.id, index)).collect();
+        let mut counters = [0; 4];
+        for bucket in join_all(ids.iter().map(|id| self.bucket_counters(id))).await {
+            let [available, lent, held, sold, waiting] = bucket?;
+            for (total, value) in counters.iter_mut().zip([available + lent, held, sold, waiting]) {
+                *total += value;
+            }
+        }
+        Ok(counters)
+    }
+
+    /// One bucket's available, lent, held, sold, waiting.
+    async fn bucket_counters(&self, bucket_id: &str) -> Result<[i64; 5], EngineError> {
+        let key = self.keys.sale_key(bucket_id, keys::CTR);
         let values: Vec<Option<i64>> = redis::cmd("HMGET")
             .arg(&key)
-            .arg(&["available", "held", "sold", "waiting"])
+            .arg(&["available", "lent", "held", "sold", "waiting"])
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let mut counters = [0; 4];
+        let mut counters = [0; 5];
         for (slot, value) in counters.iter_mut().zip(values) {
             *slot = value.unwrap_or(0);
         }
         Ok(counters)
     }
 
+    /// Moves free units from the richest other bucket into `home`, so a buyer there is not
+    /// told "sold out" while stock remains elsewhere. Takes half of that bucket's free units
+    /// (at least `want`), so a busy bucket refills rarely. Returns whether units arrived.
+    async fn rebalance_into(
+        &self,
+        sale: &SaleRecord,
+        home: u32,
+        want: u32,
+        now: Timestamp,
+    ) -> Result<bool, EngineError> {
+        let others: Vec<u32> = (0..sale.buckets).filter(|&index| index != home).collect();
+        let ids: Vec<String> = others.iter().map(|&index| keys::bucket_id(&sale.id, index)).collect();
+        let counters = join_all(ids.iter().map(|id| self.bucket_counters(id))).await;
+        let mut candidates = Vec::new();
+        for (id, counters) in ids.iter().zip(counters) {
+            let [available, _, _, _, waiting] = counters?;
+            if available > 0 && waiting == 0 {
+                candidates.push((available, id));
+            }
+        }
+        candidates.sort_by(|a, b| b.cmp(a));
+        let destination = keys::bucket_id(&sale.id, home);
+        for (available, source) in candidates {
+            let units = (available / 2).max(i64::from(want)).to_string();
+            let transfer = ids::random_token(16);
+            let now_text = now.0.to_string();
+            let args: [&[u8]; 4] = [transfer.as_bytes(), destination.as_bytes(), units.as_bytes(), now_text.as_bytes()];
+            let (_, lent) = self.run(&self.scripts.transfer_out, source, &args).await?;
+            if lent == "0" {
+                continue;
+            }
+            self.complete_transfer(source, &destination, &transfer, &lent, now).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Receives lent units at the destination (once per transfer id), then clears the loan.
+    /// Safe to repeat: the recovery sweep finishes transfers a crashed replica left half done.
+    async fn complete_transfer(
+        &self,
+        source: &str,
+        destination: &str,
+        transfer: &str,
+        units: &str,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let now = now.0.to_string();
+        let args: [&[u8]; 3] = [transfer.as_bytes(), units.as_bytes(), now.as_bytes()];
+        self.run(&self.scripts.transfer_in, destination, &args).await?;
+        self.run(&self.scripts.transfer_done, source, &[transfer.as_bytes()]).await?;
+        Ok(())
+    }
+
+    /// Finishes transfers that were lent but not confirmed for a while (their replica died
+    /// between the two steps).
+    async fn recover_transfers(&self, bucket_id: &str, now: Timestamp) -> Result<(), EngineError> {
+        let outbox = self.keys.sale_key(bucket_id, keys::OUTBOX);
+        let loans: HashMap<String, String> = self.conn().hgetall(&outbox).await.map_err(unavailable)?;
+        for (transfer, loan) in loans {
+            let mut parts = loan.splitn(3, ':');
+            let (Some(destination), Some(units), Some(at)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let stale = at.parse::<i64>().is_ok_and(|at| now.0 - at >= TRANSFER_GRACE_MS);
+            if stale {
+                self.complete_transfer(bucket_id, destination, &transfer, units, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// For a sale split into buckets: finishes stale transfers and moves free units to buckets
+    /// where users wait, so released units reach waitlists in every bucket.
+    async fn balance_sale(&self, sale_id: &str, now: Timestamp) -> Result<(), EngineError> {
+        let sale = self.config(sale_id).await?;
+        for index in 0..sale.buckets {
+            self.recover_transfers(&keys::bucket_id(sale_id, index), now).await?;
+        }
+        for index in 0..sale.buckets {
+            let [available, _, _, _, waiting] = self.bucket_counters(&keys::bucket_id(sale_id, index)).await?;
+            if waiting > 0 && available == 0 {
+                self.rebalance_into(&sale, index, 1, now).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn order_step(
         &self,
-        script: &redis::Script,
+        script: &SaleScript,
         order_id: &str,
         user: &UserId,
         extra: &[&[u8]],
         now: Timestamp,
     ) -> Result<OrderView, EngineError> {
         self.check_open()?;
-        let (sale_id, seq) = ids::parse_order_id(order_id).ok_or(SaleError::OrderNotFound)?;
+        let (bucket_id, seq) = self.locate_order(order_id).await?;
         let seq = seq.to_string();
         let now = now.0.to_string();
         let mut args: Vec<&[u8]> = vec![seq.as_bytes(), user.as_str().as_bytes(), now.as_bytes()];
         args.extend_from_slice(extra);
-        let (_, json) = self.run(script, &sale_id, &args).await?;
-        order_view(&sale_id, &json)
+        let (_, json) = self.run(script, &bucket_id, &args).await?;
+        order_view(keys::sale_of_bucket(&bucket_id), &json)
+    }
+
+    /// The bucket holding an order, and its seq.
+    async fn locate_order(&self, order_id: &str) -> Result<(String, u32), EngineError> {
+        let (sale_id, seq) = ids::parse_order_id(order_id).ok_or(SaleError::OrderNotFound)?;
+        let sale = match self.config(&sale_id).await {
+            Err(EngineError::SaleNotFound) => return Err(SaleError::OrderNotFound.into()),
+            other => other?,
+        };
+        Ok((keys::bucket_id(&sale_id, seq % sale.buckets), seq))
+    }
+
+    /// Every bucket of every sale.
+    async fn bucket_ids(&self) -> Result<Vec<String>, EngineError> {
+        self.conn().smembers(self.keys.sales()).await.map_err(unavailable)
     }
 
     async fn sale_ids(&self) -> Result<Vec<String>, EngineError> {
-        self.conn().smembers(self.keys.sales()).await.map_err(unavailable)
+        let mut buckets = self.bucket_ids().await?;
+        buckets.retain(|bucket_id| keys::sale_of_bucket(bucket_id) == bucket_id);
+        Ok(buckets)
     }
 
     async fn expire_sale(&self, sale_id: &str, now: &str) -> Result<usize, EngineError> {
@@ -282,13 +413,15 @@ impl ScaleOut {
         }
     }
 
-    /// The orders of one user in one sale.
+    /// The orders of one user in one sale: all in the user's home bucket.
     async fn orders_in_sale(&self, sale_id: &str, user: &UserId) -> Result<Vec<OrderView>, EngineError> {
-        let useq = self.keys.sale_key(sale_id, keys::USEQ);
+        let sale = self.config(sale_id).await?;
+        let bucket_id = keys::bucket_id(sale_id, keys::home_bucket(user.as_str(), sale.buckets));
+        let useq = self.keys.sale_key(&bucket_id, keys::USEQ);
         let seqs: Option<String> = self.conn().hget(&useq, user.as_str()).await.map_err(unavailable)?;
         let Some(seqs) = seqs else { return Ok(Vec::new()) };
         let seqs: Vec<&str> = seqs.split(',').collect();
-        let orders = self.keys.sale_key(sale_id, keys::ORDERS);
+        let orders = self.keys.sale_key(&bucket_id, keys::ORDERS);
         let jsons: Vec<Option<String>> =
             redis::cmd("HMGET").arg(&orders).arg(&seqs).query_async(&mut self.conn()).await.map_err(unavailable)?;
         jsons.into_iter().flatten().map(|json| order_view(sale_id, &json)).collect()
@@ -329,14 +462,21 @@ impl ScaleOut {
                 Err(EngineError::SaleNotFound) => continue,
                 Err(error) => return Err(error),
             };
-            let key = self.keys.sale_key(&sale_id, keys::CTR);
-            let values: Vec<Option<i64>> = redis::cmd("HMGET")
-                .arg(&key)
-                .arg(&["seq", "cancelled", "expired"])
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            let value = |index: usize| values.get(index).copied().flatten().unwrap_or(0);
+            let sale = self.config(&sale_id).await?;
+            let mut totals = [0i64; 3];
+            for index in 0..sale.buckets {
+                let key = self.keys.sale_key(&keys::bucket_id(&sale_id, index), keys::CTR);
+                let values: Vec<Option<i64>> = redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&["seq", "cancelled", "expired"])
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                for (total, value) in totals.iter_mut().zip(values) {
+                    *total += value.unwrap_or(0);
+                }
+            }
+            let value = |index: usize| totals[index];
             report.push(Reconciliation {
                 ledger,
                 redis_orders: value(0),
@@ -370,6 +510,7 @@ impl Backend for ScaleOut {
     async fn create_sale(&self, sale: NewSale, now: Timestamp) -> Result<SaleView, EngineError> {
         self.check_open()?;
         let id = ids::new_sale_id();
+        let buckets = sale.stock_buckets.clamp(1, MAX_STOCK_BUCKETS);
         let config = sale.into_config(now);
         let record = SaleRecord {
             id: id.clone(),
@@ -381,11 +522,19 @@ impl Backend for ScaleOut {
             starts: config.starts_at.0,
             ends: config.ends_at.map_or(-1, |end| end.0),
             created: now.0,
+            buckets,
         };
-        // Listed first, so the jobs that visit every sale (sink, expiry) never miss it.
-        let _: i64 = self.conn().sadd(self.keys.sales(), &id).await.map_err(unavailable)?;
+        let buckets: Vec<String> = (0..record.buckets).map(|index| keys::bucket_id(&id, index)).collect();
+        // Listed first, so the jobs that visit every bucket (sink, expiry) never miss one.
+        let _: i64 = self.conn().sadd(self.keys.sales(), &buckets).await.map_err(unavailable)?;
         let json = serde_json::to_string(&record).map_err(unavailable)?;
-        self.run(&self.scripts.create_sale, &id, &[json.as_bytes()]).await?;
+        // Bucket 0 last: the sale exists for readers once its bucket 0 does, by then whole.
+        for index in (0..record.buckets).rev() {
+            let share = record.stock / record.buckets + u32::from(index < record.stock % record.buckets);
+            let (index_text, share) = (index.to_string(), share.to_string());
+            let args: [&[u8]; 3] = [json.as_bytes(), index_text.as_bytes(), share.as_bytes()];
+            self.run(&self.scripts.create_sale, &buckets[index as usize], &args).await?;
+        }
         let record = Arc::new(record);
         self.sales.write().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), record.clone());
         self.sale(&id, now).await
@@ -394,7 +543,7 @@ impl Backend for ScaleOut {
     async fn sale(&self, sale_id: &str, now: Timestamp) -> Result<SaleView, EngineError> {
         self.check_open()?;
         let sale = self.config(sale_id).await?;
-        let counters = self.counters(sale_id).await?;
+        let counters = self.counters(&sale).await?;
         let [available, held, sold, waiting] = counters;
         Ok(SaleView {
             id: sale.id.clone(),
@@ -415,23 +564,43 @@ impl Backend for ScaleOut {
 
     async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError> {
         self.check_open()?;
-        Self::check_sale_id(&command.sale_id)?;
+        let sale = self.config(&command.sale_id).await?;
+        let home = keys::home_bucket(command.user.as_str(), sale.buckets);
+        let bucket_id = keys::bucket_id(&sale.id, home);
         let quantity = command.quantity.get().to_string();
         let key = command.idempotency_key.as_ref().map_or("", |key| key.as_str());
-        let now = now.0.to_string();
-        let args: [&[u8]; 4] = [command.user.as_str().as_bytes(), quantity.as_bytes(), key.as_bytes(), now.as_bytes()];
-        let (outcome, json) =
-            self.run_for(&self.scripts.purchase, &command.sale_id, &args, Some(&command.user)).await?;
-        let order = order_view(&command.sale_id, &json)?;
-        Ok(PurchaseResult { order, created: outcome == "created" })
+        let now_text = now.0.to_string();
+        let args: [&[u8]; 4] =
+            [command.user.as_str().as_bytes(), quantity.as_bytes(), key.as_bytes(), now_text.as_bytes()];
+        let mut refills = 0;
+        let mut others_empty = false;
+        loop {
+            match self.run_for(&self.scripts.purchase, &bucket_id, &args, Some(&command.user)).await {
+                Ok((outcome, json)) => {
+                    let order = order_view(&sale.id, &json)?;
+                    return Ok(PurchaseResult { order, created: outcome == "created" });
+                }
+                // The home bucket is empty: bring units over from another, as long as any has
+                // some. Each refill moves at least one unit, so this ends; the bound is a guard.
+                // When the others are empty too, one last try: a concurrent refill may have
+                // brought units home meanwhile.
+                Err(EngineError::Sale(SaleError::SoldOut))
+                    if sale.buckets > 1 && !others_empty && refills < MAX_REFILLS =>
+                {
+                    refills += 1;
+                    others_empty = !self.rebalance_into(&sale, home, command.quantity.get(), now).await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     async fn order(&self, order_id: &str, user: &UserId) -> Result<OrderView, EngineError> {
         self.check_open()?;
-        let (sale_id, seq) = ids::parse_order_id(order_id).ok_or(SaleError::OrderNotFound)?;
-        let key = self.keys.sale_key(&sale_id, keys::ORDERS);
+        let (bucket_id, seq) = self.locate_order(order_id).await?;
+        let key = self.keys.sale_key(&bucket_id, keys::ORDERS);
         let json: Option<String> = self.conn().hget(&key, seq).await.map_err(unavailable)?;
-        let order = order_view(&sale_id, &json.ok_or(SaleError::OrderNotFound)?)?;
+        let order = order_view(keys::sale_of_bucket(&bucket_id), &json.ok_or(SaleError::OrderNotFound)?)?;
         if order.user_id != user.as_str() {
             return Err(SaleError::OrderNotFound.into());
         }
@@ -477,22 +646,39 @@ impl Backend for ScaleOut {
         now: Timestamp,
     ) -> Result<u32, EngineError> {
         self.check_open()?;
-        Self::check_sale_id(sale_id)?;
+        let sale = self.config(sale_id).await?;
+        let home = keys::home_bucket(user.as_str(), sale.buckets);
+        if sale.buckets > 1 {
+            // Units free in another bucket are for buying, not waiting: bring them over first,
+            // and the script answers "stock available".
+            let [available, _, _, waiting] = self.counters(&sale).await?;
+            if available > 0 && waiting == 0 {
+                self.rebalance_into(&sale, home, quantity.get(), now).await?;
+            }
+        }
         let quantity = quantity.get().to_string();
         let now = now.0.to_string();
         let args: [&[u8]; 3] = [user.as_str().as_bytes(), quantity.as_bytes(), now.as_bytes()];
-        let (_, place) = self.run_for(&self.scripts.join_waitlist, sale_id, &args, Some(user)).await?;
+        let bucket_id = keys::bucket_id(sale_id, home);
+        let (_, place) = self.run_for(&self.scripts.join_waitlist, &bucket_id, &args, Some(user)).await?;
         place.parse().map_err(unavailable)
     }
 
     async fn expire_due(&self, now: Timestamp) -> Result<usize, EngineError> {
         self.check_open()?;
-        let now = now.0.to_string();
-        let sale_ids = self.sale_ids().await?;
-        let results = join_all(sale_ids.iter().map(|sale_id| self.expire_sale(sale_id, &now))).await;
+        let now_text = now.0.to_string();
+        let buckets = self.bucket_ids().await?;
+        let results = join_all(buckets.iter().map(|bucket_id| self.expire_sale(bucket_id, &now_text))).await;
         let mut total = 0;
         for result in results {
             total += result?;
+        }
+        let mut split: Vec<&str> =
+            buckets.iter().filter_map(|bucket_id| bucket_id.split_once('.').map(|(sale_id, _)| sale_id)).collect();
+        split.sort_unstable();
+        split.dedup();
+        for sale_id in split {
+            self.balance_sale(sale_id, now).await?;
         }
         Ok(total)
     }
@@ -500,8 +686,10 @@ impl Backend for ScaleOut {
     async fn ledger(&self, sale_id: &str) -> Result<Ledger, EngineError> {
         self.check_open()?;
         let sale = self.config(sale_id).await?;
-        self.sink.drain_sale(sale_id).await.map_err(unavailable)?;
-        let [available, held, sold, _] = self.counters(sale_id).await?;
+        for index in 0..sale.buckets {
+            self.sink.drain_bucket(&keys::bucket_id(sale_id, index)).await.map_err(unavailable)?;
+        }
+        let [available, held, sold, _] = self.counters(&sale).await?;
         let totals = self.store.totals(sale_id).await.map_err(unavailable)?;
         let stock = i64::from(sale.stock);
         Ok(Ledger {

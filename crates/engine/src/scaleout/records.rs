@@ -19,6 +19,13 @@ pub struct SaleRecord {
     /// -1: no end.
     pub ends: i64,
     pub created: i64,
+    /// Stock buckets (1: the sale is one set of keys).
+    #[serde(default = "one")]
+    pub buckets: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -34,9 +34,9 @@ pub struct Sink {
     pub consumer: String,
 }
 
-/// Entries read from one sale's stream.
+/// Entries read from one bucket's stream.
 struct Read {
-    sale_id: String,
+    bucket_id: String,
     entries: Vec<StreamId>,
 }
 
@@ -64,13 +64,14 @@ impl Sink {
 
     /// One round over every sale: read, write to Postgres, acknowledge. Returns entries moved.
     pub async fn pass(&self, claim: bool) -> Result<usize, String> {
-        let sale_ids: Vec<String> = self.redis.clone().smembers(self.keys.sales()).await.map_err(|e| e.to_string())?;
-        let reads = join_all(sale_ids.iter().map(|sale_id| self.read_sale(sale_id, claim))).await;
+        let buckets: Vec<String> = self.redis.clone().smembers(self.keys.sales()).await.map_err(|e| e.to_string())?;
+        let reads = join_all(buckets.iter().map(|bucket_id| self.read_bucket(bucket_id, claim))).await;
         let reads: Vec<Read> = reads.into_iter().flatten().filter(|read| !read.entries.is_empty()).collect();
         if reads.is_empty() {
             return Ok(0);
         }
-        let events: Vec<Event> = reads.iter().flat_map(|read| decode(&read.sale_id, &read.entries)).collect();
+        let events: Vec<Event> =
+            reads.iter().flat_map(|read| decode(keys::sale_of_bucket(&read.bucket_id), &read.entries)).collect();
         self.store.write(&events).await.map_err(|e| e.to_string())?;
         let acks = reads.iter().map(|read| self.acknowledge(read));
         let moved = join_all(acks).await.into_iter().sum();
@@ -80,8 +81,8 @@ impl Sink {
     /// This consumer's unacknowledged entries first (a failed write), then new ones, then (when
     /// `claim`) entries idle too long at other consumers. A sale whose stream or group does not
     /// exist yet (its creation is under way) reads as nothing.
-    async fn read_sale(&self, sale_id: &str, claim: bool) -> Option<Read> {
-        let key = self.keys.sale_key(sale_id, keys::EVENTS);
+    async fn read_bucket(&self, bucket_id: &str, claim: bool) -> Option<Read> {
+        let key = self.keys.sale_key(bucket_id, keys::EVENTS);
         let mut redis = self.redis.clone();
         let options = StreamReadOptions::default().group(GROUP, &self.consumer).count(BATCH);
         let mut entries = Vec::new();
@@ -99,27 +100,28 @@ impl Sink {
                 redis.xautoclaim_options(&key, GROUP, &self.consumer, idle, "0-0", options).await.ok();
             entries.extend(claimed.into_iter().flat_map(|reply| reply.claimed));
         }
-        Some(Read { sale_id: sale_id.to_owned(), entries })
+        Some(Read { bucket_id: bucket_id.to_owned(), entries })
     }
 
     async fn acknowledge(&self, read: &Read) -> usize {
-        let key = self.keys.sale_key(&read.sale_id, keys::EVENTS);
+        let key = self.keys.sale_key(&read.bucket_id, keys::EVENTS);
         let ids: Vec<&str> = read.entries.iter().map(|entry| entry.id.as_str()).collect();
         let mut redis = self.redis.clone();
         // Written to Postgres already: a failed ack only means the entries are written again.
         let acked: redis::RedisResult<usize> = redis.xack(&key, GROUP, &ids).await;
         if let Err(error) = acked {
-            tracing::warn!(%error, sale = %read.sale_id, "order sink: acknowledging failed");
+            tracing::warn!(%error, bucket = %read.bucket_id, "order sink: acknowledging failed");
             return 0;
         }
         let _: redis::RedisResult<usize> = redis.xdel(&key, &ids).await;
         ids.len()
     }
 
-    /// Writes everything still in one sale's stream to Postgres (without acknowledging: the
+    /// Writes everything still in one bucket's stream to Postgres (without acknowledging: the
     /// group's readers do that), so the store is at least as new as the stream was.
-    pub async fn drain_sale(&self, sale_id: &str) -> Result<(), String> {
-        let key = self.keys.sale_key(sale_id, keys::EVENTS);
+    pub async fn drain_bucket(&self, bucket_id: &str) -> Result<(), String> {
+        let sale_id = keys::sale_of_bucket(bucket_id);
+        let key = self.keys.sale_key(bucket_id, keys::EVENTS);
         let mut redis = self.redis.clone();
         let mut start = "-".to_owned();
         loop {

@@ -2,9 +2,11 @@
 -- library followed by its own body, run atomically by Redis: one decision, one step.
 --
 -- KEYS, the same for every sale script (all share the sale's hash tag, so one cluster slot):
---   1 cfg     hash: stock, limit, hold_ms, starts, ends (-1: none), name, price, created
---   2 ctr     hash: available, held, sold, seq (next order seq), waiting, wl_len, wl_head,
---             cancelled, expired (units)
+--   1 cfg     hash: stock, limit, hold_ms, starts, ends (-1: none), name, price, created,
+--             buckets, bucket (this bucket's index)
+--   2 ctr     hash: available, held, sold, seq (orders made here), waiting, wl_len, wl_head,
+--             cancelled, expired (units), lent (units sent to another bucket, not yet
+--             confirmed received)
 --   3 orders  hash: seq -> order JSON
 --   4 units   hash: user -> held + paid units
 --   5 useq    hash: user -> the user's order seqs, comma separated, oldest first
@@ -13,6 +15,13 @@
 --   8 wl      hash: waitlist position -> entry JSON
 --   9 wlu     hash: user -> position of their waiting entry
 --  10 events  stream: every changed order and waitlist entry, read by the order sink
+--  11 outbox  hash: transfer id -> "destination bucket:units:time" of units lent
+--  12 inbox   set: transfer ids received
+--
+-- A sale's stock may be split into buckets (hot SKUs on a cluster), each bucket a complete
+-- sale state of its own under its own hash tag; order seqs are interleaved (seq = local seq *
+-- buckets + bucket), so an order id names its bucket. Units move between buckets by transfer
+-- (lent by one bucket, then received by another, exactly once by transfer id).
 --
 -- Orders: {seq, u, q, s (held|paid|cancelled|expired), c, e, up, v (version), k?, p?}.
 -- Waitlist entries: {pos, u, q, j, s (w|g|d), g? (granted seq), v}.
@@ -27,7 +36,7 @@ local function add(field, delta)
 end
 
 local function config()
-  local c = redis.call('HMGET', KEYS[1], 'stock', 'limit', 'hold_ms', 'starts', 'ends')
+  local c = redis.call('HMGET', KEYS[1], 'stock', 'limit', 'hold_ms', 'starts', 'ends', 'buckets', 'bucket')
   if not c[1] then
     return nil
   end
@@ -37,6 +46,8 @@ local function config()
     hold_ms = tonumber(c[3]),
     starts = tonumber(c[4]),
     ends = tonumber(c[5]),
+    buckets = tonumber(c[6]) or 1,
+    bucket = tonumber(c[7]) or 0,
   }
 end
 
@@ -78,7 +89,7 @@ local function load_order(seq)
 end
 
 local function create_hold(cfg, user, quantity, key, key_field, now)
-  local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1) - 1
+  local seq = (redis.call('HINCRBY', KEYS[2], 'seq', 1) - 1) * cfg.buckets + cfg.bucket
   local order = { seq = seq, u = user, q = quantity, s = 'held', c = now, e = now + cfg.hold_ms, up = now, v = 1, k = key }
   add('available', -quantity)
   add('held', quantity)
