@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Distinct users (each buys at most once unless the run wraps around).
     #[arg(long, default_value_t = 2_000_000)]
     users: usize,
+    /// Split each sale's stock over this many buckets (scale-out mode, for hot sales on a
+    /// Redis Cluster).
+    #[arg(long, default_value_t = 1)]
+    stock_buckets: u32,
     /// Send a unique Idempotency-Key with every purchase.
     #[arg(long)]
     idempotency_keys: bool,
@@ -71,6 +75,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         quantity: 1,
         per_user_limit: 1,
         idempotency_keys: args.idempotency_keys,
+        stock_buckets: args.stock_buckets,
     };
     let purchases = stampede_loadgen::purchases(&target, &phase, &scenario).await.context("purchase phase")?;
     println!("{}", purchases.line());

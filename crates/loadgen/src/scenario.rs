@@ -26,6 +26,8 @@ pub struct PurchaseScenario {
     pub per_user_limit: u32,
     /// Send a unique `Idempotency-Key` with every order.
     pub idempotency_keys: bool,
+    /// `stock_buckets` of the sales (scale-out mode); 1 keeps each sale whole.
+    pub stock_buckets: u32,
 }
 
 /// Holds must not expire mid-run, or released units would make stock look endless.
@@ -129,6 +131,7 @@ fn sale_body(scenario: &PurchaseScenario, name: &str) -> Bytes {
         "price_cents": PRICE_CENTS,
         "per_user_limit": scenario.per_user_limit,
         "hold_seconds": HOLD_SECONDS,
+        "stock_buckets": scenario.stock_buckets,
     });
     Bytes::from(sale.to_string())
 }

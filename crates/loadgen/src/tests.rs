@@ -206,7 +206,15 @@ fn phase(connections: usize, warmup_ms: u64, duration_ms: u64) -> Phase {
 }
 
 fn scenario(sales: usize, stock_per_sale: u32) -> PurchaseScenario {
-    PurchaseScenario { sales, stock_per_sale, users: 500, quantity: 1, per_user_limit: 1, idempotency_keys: true }
+    PurchaseScenario {
+        sales,
+        stock_per_sale,
+        users: 500,
+        quantity: 1,
+        per_user_limit: 1,
+        idempotency_keys: true,
+        stock_buckets: 1,
+    }
 }
 
 fn shop_with_stock(units: i64, per_sale: i64) -> Shop {

@@ -116,7 +116,10 @@ impl ScaleOut {
         let store = Store::connect(&options.postgres_url).await.map_err(|e| unavailable(format!("postgres: {e}")))?;
         let keys = Keys::new(&options.namespace);
         let consumer = format!("replica-{}", ids::random_token(12));
-        let sink = Arc::new(Sink { redis: redis.clone(), store: store.clone(), keys: keys.clone(), consumer });
+        // The sink reads streams in big batches: on a connection of its own, so request replies
+        // never queue behind them.
+        let sink_redis = RedisConn::connect(&options.redis).await.map_err(|e| unavailable(format!("redis: {e}")))?;
+        let sink = Arc::new(Sink { redis: sink_redis, store: store.clone(), keys: keys.clone(), consumer });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn({
             let sink = sink.clone();
@@ -156,14 +159,15 @@ impl ScaleOut {
     }
 
     async fn run(&self, script: &SaleScript, sale_id: &str, args: &[&[u8]]) -> Result<(String, String), EngineError> {
-        self.run_for(script, sale_id, args, None).await
+        self.eval(script, sale_id, args, None).await
     }
 
-    /// Runs a sale script by hash, loading it when the node does not know it (NOSCRIPT: after
-    /// a restart or failover). With `participant`, first records that the user takes part in
-    /// the sale (so listing their orders never misses one): on a single node in the same
-    /// pipeline, so one write and one fsync carry both; on a cluster, where the two keys live
-    /// in different slots, as a step of its own before the script.
+    /// Runs a sale script. With `participant`, also records that the user takes part in the
+    /// sale (so listing their orders never misses one) before the result is reported: on a
+    /// single node in the same pipeline, so one write and one fsync carry both; on a cluster,
+    /// where the two keys live in different slots, as a concurrent command. Either way an
+    /// acknowledged order is always listed; an order whose note failed is reported as failed
+    /// (its retry with the same key returns it and writes the note).
     async fn run_for(
         &self,
         script: &SaleScript,
@@ -171,16 +175,29 @@ impl ScaleOut {
         args: &[&[u8]],
         participant: Option<&UserId>,
     ) -> Result<(String, String), EngineError> {
-        let mut conn = self.conn();
-        let mut pipelined = None;
-        if let Some(user) = participant {
-            let key = self.keys.user_sales(user.as_str());
-            if conn.is_cluster() {
-                let _: i64 = conn.sadd(key, keys::sale_of_bucket(sale_id)).await.map_err(unavailable)?;
-            } else {
-                pipelined = Some(key);
-            }
+        let Some(user) = participant else { return self.eval(script, sale_id, args, None).await };
+        let user_sales = self.keys.user_sales(user.as_str());
+        if !self.redis.is_cluster() {
+            return self.eval(script, sale_id, args, Some(&user_sales)).await;
         }
+        let mut conn = self.conn();
+        let note = conn.sadd::<_, _, i64>(&user_sales, keys::sale_of_bucket(sale_id));
+        let (noted, reply) = tokio::join!(note, self.eval(script, sale_id, args, None));
+        noted.map_err(unavailable)?;
+        reply
+    }
+
+    /// Runs a sale script by hash, loading it when the node does not know it (NOSCRIPT: after
+    /// a restart or failover), and sending it whole if the node forgot it again meanwhile.
+    /// `user_sales`: a participant note to send in the same pipeline, before the script.
+    async fn eval(
+        &self,
+        script: &SaleScript,
+        sale_id: &str,
+        args: &[&[u8]],
+        user_sales: Option<&[u8]>,
+    ) -> Result<(String, String), EngineError> {
+        let mut conn = self.conn();
         let keys = self.keys.sale(sale_id);
         let call = |command: &str, script_arg: &str| {
             let mut call = redis::cmd(command);
@@ -196,7 +213,7 @@ impl ScaleOut {
                 0 | 1 => call("EVALSHA", script.script.get_hash()),
                 _ => call("EVAL", &script.code),
             };
-            let reply: RedisResult<Vec<String>> = match &pipelined {
+            let reply: RedisResult<Vec<String>> = match user_sales {
                 Some(user_sales) => {
                     let mut pipe = redis::pipe();
                     pipe.cmd("SADD").arg(user_sales).arg(keys::sale_of_bucket(sale_id)).ignore().add_command(eval);
