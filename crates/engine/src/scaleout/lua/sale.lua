@@ -153,3 +153,25 @@ local function owned(seq, user)
   end
   return nil
 end
+
+-- The caller's hold, for a step that settles it (pay, cancel). Returns nil and the reply when
+-- the step ends here: no such order, already settled this way (`done`: answered with the
+-- order, so repeating the step is harmless), settled otherwise (`refusals[status]`), or past
+-- its deadline (it expires now, in this same step, so settling and expiry never both win).
+local function hold_to_settle(cfg, seq, user, now, done, refusals)
+  local order = cfg and owned(seq, user)
+  if not order then
+    return nil, { 'err', 'order_not_found' }
+  end
+  if order.s == done then
+    return nil, { 'ok', redis.call('HGET', KEYS[3], seq) }
+  end
+  if order.s ~= 'held' then
+    return nil, { 'err', refusals[order.s] }
+  end
+  if now >= order.e then
+    end_hold(cfg, order, 'expired', now)
+    return nil, { 'err', 'hold_expired' }
+  end
+  return order
+end
