@@ -119,7 +119,13 @@ impl ScaleOut {
         // The sink reads streams in big batches: on a connection of its own, so request replies
         // never queue behind them.
         let sink_redis = RedisConn::connect(&options.redis).await.map_err(|e| unavailable(format!("redis: {e}")))?;
-        let sink = Arc::new(Sink { redis: sink_redis, store: store.clone(), keys: keys.clone(), consumer });
+        let sink = Arc::new(Sink {
+            redis: sink_redis,
+            store: store.clone(),
+            keys: keys.clone(),
+            consumer,
+            quiet: Mutex::default(),
+        });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn({
             let sink = sink.clone();

@@ -3,7 +3,8 @@
 //! idempotent transaction, then acknowledges and deletes them. Entries a dead replica read but
 //! never acknowledged are claimed by the others once idle for [`CLAIM_IDLE`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -21,6 +22,10 @@ use super::store::Store;
 
 pub const GROUP: &str = "sink";
 const POLL: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Empty reads after which a bucket counts as quiet, and how often quiet buckets are read.
+const QUIET_AFTER: u32 = 10;
+const QUIET_EVERY: u64 = 25;
 const BATCH: usize = 2000;
 /// An entry read but not acknowledged for this long belongs to a replica presumed dead.
 const CLAIM_IDLE: Duration = Duration::from_secs(30);
@@ -32,6 +37,10 @@ pub struct Sink {
     pub keys: Keys,
     /// This replica's name in the consumer group; new per process.
     pub consumer: String,
+    /// Consecutive empty reads per bucket, and passes made: quiet buckets (ended sales, sales
+    /// nobody buys from) are read only every [`QUIET_EVERY`] passes, so many sales do not mean
+    /// many reads every pass.
+    pub quiet: Mutex<(HashMap<String, u32>, u64)>,
 }
 
 /// Entries read from one bucket's stream.
@@ -43,17 +52,33 @@ struct Read {
 impl Sink {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut last_claim = Instant::now();
+        // While Redis or Postgres is away, passes back off (up to MAX_BACKOFF) and the failure
+        // is logged once, not every pass.
+        let mut delay = POLL;
+        let mut failing_since: Option<Instant> = None;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
             let claim = last_claim.elapsed() >= CLAIM_EVERY;
             if claim {
                 last_claim = Instant::now();
             }
-            if let Err(error) = self.pass(claim).await {
-                tracing::warn!(%error, "order sink: pass failed; entries stay in the streams and are retried");
+            match self.pass(claim).await {
+                Ok(_) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(down_for = ?since.elapsed(), "order sink: writing to Postgres again");
+                    }
+                    delay = POLL;
+                }
+                Err(error) => {
+                    if failing_since.is_none() {
+                        tracing::warn!(%error, "order sink: pass failed; entries stay in the streams and are retried");
+                        failing_since = Some(Instant::now());
+                    }
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
             }
         }
         // Hand over what is ready now; anything left stays in the streams for the next reader.
@@ -64,9 +89,29 @@ impl Sink {
 
     /// One round over every sale: read, write to Postgres, acknowledge. Returns entries moved.
     pub async fn pass(&self, claim: bool) -> Result<usize, String> {
-        let buckets: Vec<String> = self.redis.clone().smembers(self.keys.sales()).await.map_err(|e| e.to_string())?;
+        let mut buckets: Vec<String> =
+            self.redis.clone().smembers(self.keys.sales()).await.map_err(|e| e.to_string())?;
+        {
+            let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
+            quiet.1 += 1;
+            let (empty_reads, passes) = (&quiet.0, quiet.1);
+            if !claim && passes % QUIET_EVERY != 0 {
+                buckets.retain(|bucket_id| empty_reads.get(bucket_id).is_none_or(|&n| n < QUIET_AFTER));
+            }
+        }
         let reads = join_all(buckets.iter().map(|bucket_id| self.read_bucket(bucket_id, claim))).await;
-        let reads: Vec<Read> = reads.into_iter().flatten().filter(|read| !read.entries.is_empty()).collect();
+        let reads: Vec<Read> = reads.into_iter().flatten().collect();
+        {
+            let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
+            for read in &reads {
+                if read.entries.is_empty() {
+                    *quiet.0.entry(read.bucket_id.clone()).or_insert(0) += 1;
+                } else {
+                    quiet.0.remove(&read.bucket_id);
+                }
+            }
+        }
+        let reads: Vec<Read> = reads.into_iter().filter(|read| !read.entries.is_empty()).collect();
         if reads.is_empty() {
             return Ok(0);
         }
