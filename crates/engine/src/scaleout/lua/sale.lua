@@ -61,10 +61,11 @@ end
 
 -- Units a new buyer can take: none while anyone waits (released units are the waitlist's).
 local function buyable()
-  if count('waiting') > 0 then
+  local c = redis.call('HMGET', KEYS[2], 'waiting', 'available')
+  if (tonumber(c[1]) or 0) > 0 then
     return 0
   end
-  return count('available')
+  return tonumber(c[2]) or 0
 end
 
 local function save_order(order)
@@ -88,14 +89,19 @@ local function load_order(seq)
   return cjson.decode(json)
 end
 
+-- The hot path of a purchase: counters read once and written once, and a first order of a user
+-- (the common case) recorded with one command.
 local function create_hold(cfg, user, quantity, key, key_field, now)
-  local seq = (redis.call('HINCRBY', KEYS[2], 'seq', 1) - 1) * cfg.buckets + cfg.bucket
+  local c = redis.call('HMGET', KEYS[2], 'seq', 'available', 'held')
+  local made = tonumber(c[1]) or 0
+  local seq = made * cfg.buckets + cfg.bucket
   local order = { seq = seq, u = user, q = quantity, s = 'held', c = now, e = now + cfg.hold_ms, up = now, v = 1, k = key }
-  add('available', -quantity)
-  add('held', quantity)
+  redis.call('HSET', KEYS[2], 'seq', made + 1, 'available', (tonumber(c[2]) or 0) - quantity,
+    'held', (tonumber(c[3]) or 0) + quantity)
   redis.call('HINCRBY', KEYS[4], user, quantity)
-  local seqs = redis.call('HGET', KEYS[5], user)
-  redis.call('HSET', KEYS[5], user, seqs and (seqs .. ',' .. seq) or tostring(seq))
+  if redis.call('HSETNX', KEYS[5], user, seq) == 0 then
+    redis.call('HSET', KEYS[5], user, redis.call('HGET', KEYS[5], user) .. ',' .. seq)
+  end
   if key_field then
     redis.call('HSET', KEYS[6], key_field, seq)
   end
