@@ -106,6 +106,18 @@ impl Drop for Server {
 }
 
 async fn spawn(data_dir: &Path, api: &Api, logs: &Path, generation: u32) -> (Child, String) {
+    spawn_with(data_dir, api, logs, generation, &[]).await
+}
+
+/// Spawns `stampede serve` on a free port with the test secrets and `env` on top, and waits
+/// for its `listening on` line; returns the process and its address.
+pub(crate) async fn spawn_with(
+    data_dir: &Path,
+    api: &Api,
+    logs: &Path,
+    generation: u32,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let stdout_path = logs.join(format!("stdout-{generation}.log"));
     let stderr_path = logs.join(format!("stderr-{generation}.log"));
     let stdout = std::fs::File::create(&stdout_path).expect("create stdout log");
@@ -113,6 +125,7 @@ async fn spawn(data_dir: &Path, api: &Api, logs: &Path, generation: u32) -> (Chi
     let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .envs(env.iter().copied())
         .env("STAMPEDE_JWT_SECRET", api.secret())
         .env("STAMPEDE_ADMIN_TOKEN", &api.admin_token)
         .env("STAMPEDE_LIMITS", "off")

@@ -495,23 +495,6 @@ impl Drop for Replicas {
 /// Spawns `stampede serve` in scale-out mode and waits for its `listening on` line; returns
 /// the process and its base URL.
 async fn spawn_replica(backends: &Backends, api: &Api, logs: &Path, data: &Path, generation: u32) -> (Child, String) {
-    let stdout_path = logs.join(format!("stdout-{generation}.log"));
-    let stderr_path = logs.join(format!("stderr-{generation}.log"));
-    let stdout = std::fs::File::create(&stdout_path).expect("create stdout log");
-    let stderr = std::fs::File::create(&stderr_path).expect("create stderr log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .envs(backends.env())
-        .env("STAMPEDE_JWT_SECRET", api.secret())
-        .env("STAMPEDE_ADMIN_TOKEN", &api.admin_token)
-        .env("STAMPEDE_LIMITS", "off")
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn stampede binary");
-    let addr = wait_for_listening(&mut child, &stdout_path, &stderr_path).await;
+    let (child, addr) = super::spawn_with(data, api, logs, generation, &backends.env()).await;
     (child, format!("http://{addr}"))
 }
