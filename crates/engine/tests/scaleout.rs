@@ -362,3 +362,54 @@ mod stock_buckets {
         assert_whole(&backend, &sale_id, 0, 20, 20).await;
     }
 }
+
+/// Sweeps skip buckets with nothing due, yet a hold made between sweeps, even by a replica
+/// whose clock is a second behind, still expires at the first sweep after its deadline.
+#[tokio::test]
+async fn holds_made_between_sweeps_expire_on_time() {
+    use stampede_core::{OrderStatus, Quantity, Timestamp, UserId};
+    use stampede_engine::{NewSale, PurchaseCommand};
+
+    let harness = ScaleOutHarness::single().await;
+    let sweeper = harness.backend.clone();
+    let buyer = ScaleOut::open(harness.options.clone()).await.expect("second replica");
+    let t0 = 1_800_000_000_000;
+    let sale = NewSale {
+        name: "short holds".to_owned(),
+        stock: 10,
+        price_cents: 100,
+        starts_at: Some(Timestamp(t0 - 5_000)),
+        ends_at: None,
+        per_user_limit: 1,
+        hold_seconds: 3,
+        stock_buckets: 1,
+    };
+    let sale_id = sweeper.create_sale(sale, Timestamp(t0)).await.expect("create sale").id;
+    let mut holds = Vec::new();
+    let mut now = t0;
+    while now <= t0 + 12_000 {
+        // Every 4 s, shortly after a sweep found the sale empty, someone buys through the other
+        // replica, whose clock runs 1 s behind: the hold is due sooner than a sweep that trusts
+        // its own clock would expect.
+        if (now - t0) % 4_000 == 300 {
+            let user = UserId::new(&format!("buyer-{}", holds.len())).expect("user");
+            let command = PurchaseCommand {
+                sale_id: sale_id.clone(),
+                user: user.clone(),
+                quantity: Quantity::new(1).expect("quantity"),
+                idempotency_key: None,
+            };
+            let order = buyer.purchase(command, Timestamp(now - 1_000)).await.expect("purchase").order;
+            holds.push((user, order));
+        }
+        sweeper.expire_due(Timestamp(now)).await.expect("sweep");
+        for (user, order) in &holds {
+            let status = sweeper.order(&order.id, user).await.expect("order").status;
+            let due = now >= order.expires_at.0;
+            assert_eq!(status == OrderStatus::Expired, due, "at {} ms: {order:?} is {status:?}", now - t0);
+        }
+        now += 100;
+    }
+    assert_eq!(holds.len(), 3);
+    buyer.shutdown().await;
+}

@@ -60,16 +60,26 @@ pub struct ScaleOut {
     sink: Arc<Sink>,
     sink_task: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
     closed: AtomicBool,
+    /// Per bucket: when this replica last swept it, and when it next needs a sweep.
+    sweeps: Mutex<HashMap<String, (i64, i64)>>,
 }
 
 /// How many due holds one expiry script ends at most, so a long backlog never blocks a sale.
 const EXPIRE_BATCH: usize = 500;
+/// Replica clocks may differ by this much without delaying an expiry.
+const CLOCK_SKEW_ALLOWANCE_MS: i64 = 2_000;
+/// A bucket is swept at least this often, whatever its holds.
+const MAX_SWEEP_GAP_MS: i64 = 10_000;
 /// A transfer between buckets not confirmed after this long is finished by the sweep.
 const TRANSFER_GRACE_MS: i64 = 5_000;
 /// Refills one purchase may trigger before it gives up (others keep taking what it brings).
 const MAX_REFILLS: u32 = 1_000;
 /// Most buckets a sale's stock may be split into.
 pub const MAX_STOCK_BUCKETS: u32 = 64;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn unavailable(error: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(error.to_string())
@@ -140,6 +150,7 @@ impl ScaleOut {
             sink,
             sink_task: Mutex::new(Some((stop, task))),
             closed: AtomicBool::new(false),
+            sweeps: Mutex::default(),
         }))
     }
 
@@ -423,17 +434,36 @@ impl ScaleOut {
         Ok(buckets)
     }
 
-    async fn expire_sale(&self, sale_id: &str, now: &str) -> Result<usize, EngineError> {
-        let most = EXPIRE_BATCH.to_string();
+    /// Ends the due holds of one bucket. A bucket swept recently and holding nothing due is
+    /// skipped until its earliest deadline, or until a hold made since could be due: no sooner
+    /// than the sale's hold time after the sweep, less an allowance for replica clock skew, and
+    /// at most [`MAX_SWEEP_GAP_MS`] later (so skew beyond the allowance delays, never loses, an
+    /// expiry). Many quiet sales then cost few scripts.
+    async fn expire_bucket(&self, bucket_id: &str, now: Timestamp) -> Result<usize, EngineError> {
+        let planned = lock(&self.sweeps).get(bucket_id).copied();
+        if planned.is_some_and(|(swept, next)| swept <= now.0 && now.0 < next) {
+            return Ok(0);
+        }
+        let (now_text, most) = (now.0.to_string(), EXPIRE_BATCH.to_string());
         let mut total = 0;
-        loop {
-            let (_, expired) = self.run(&self.scripts.expire, sale_id, &[now.as_bytes(), most.as_bytes()]).await?;
+        let earliest = loop {
+            let (_, reply) = self.run(&self.scripts.expire, bucket_id, &[now_text.as_bytes(), most.as_bytes()]).await?;
+            let (expired, earliest) = reply.split_once(':').ok_or_else(|| unavailable("malformed expiry answer"))?;
             let expired: usize = expired.parse().map_err(unavailable)?;
             total += expired;
             if expired < EXPIRE_BATCH {
-                return Ok(total);
+                break earliest.parse::<f64>().map_err(unavailable)? as i64;
             }
-        }
+        };
+        let sale = match self.config(keys::sale_of_bucket(bucket_id)).await {
+            Ok(sale) => sale,
+            Err(EngineError::SaleNotFound) => return Ok(total),
+            Err(error) => return Err(error),
+        };
+        let horizon = now.0 + (sale.hold_ms - CLOCK_SKEW_ALLOWANCE_MS).clamp(0, MAX_SWEEP_GAP_MS);
+        let next = if earliest >= 0 { earliest.min(horizon) } else { horizon };
+        lock(&self.sweeps).insert(bucket_id.to_owned(), (now.0, next));
+        Ok(total)
     }
 
     /// The orders of one user in one sale: all in the user's home bucket.
@@ -689,9 +719,8 @@ impl Backend for ScaleOut {
 
     async fn expire_due(&self, now: Timestamp) -> Result<usize, EngineError> {
         self.check_open()?;
-        let now_text = now.0.to_string();
         let buckets = self.bucket_ids().await?;
-        let results = join_all(buckets.iter().map(|bucket_id| self.expire_sale(bucket_id, &now_text))).await;
+        let results = join_all(buckets.iter().map(|bucket_id| self.expire_bucket(bucket_id, now))).await;
         let mut total = 0;
         for result in results {
             total += result?;

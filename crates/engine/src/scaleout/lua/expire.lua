@@ -1,8 +1,9 @@
--- ARGV: now (ms), at most this many holds. Reply: {'ok', holds expired}.
+-- ARGV: now (ms), at most this many holds.
+-- Reply: {'ok', '<holds expired>:<earliest deadline left, -1 for none>'}.
 local now, most = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cfg = config()
 if not cfg then
-  return { 'ok', '0' }
+  return { 'ok', '0:-1' }
 end
 local expired = 0
 for _, seq in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, most)) do
@@ -13,4 +14,5 @@ for _, seq in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 
     expired = expired + 1
   end
 end
-return { 'ok', tostring(expired) }
+local next = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')[2] or '-1'
+return { 'ok', expired .. ':' .. next }
