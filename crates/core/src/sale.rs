@@ -32,6 +32,19 @@ pub enum SaleStatus {
 }
 
 impl SaleStatus {
+    /// The status of a sale with this window and this many units a new buyer could take.
+    pub fn at(starts_at: Timestamp, ends_at: Option<Timestamp>, buyable: u32, now: Timestamp) -> Self {
+        if now < starts_at {
+            SaleStatus::Scheduled
+        } else if ends_at.is_some_and(|end| now >= end) {
+            SaleStatus::Ended
+        } else if buyable == 0 {
+            SaleStatus::SoldOut
+        } else {
+            SaleStatus::Live
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SaleStatus::Scheduled => "scheduled",
@@ -269,16 +282,7 @@ impl Sale {
     }
 
     pub fn status(&self, now: Timestamp) -> SaleStatus {
-        if now < self.config.starts_at {
-            return SaleStatus::Scheduled;
-        }
-        if self.config.ends_at.is_some_and(|end| now >= end) {
-            return SaleStatus::Ended;
-        }
-        if self.buyable() == 0 {
-            return SaleStatus::SoldOut;
-        }
-        SaleStatus::Live
+        SaleStatus::at(self.config.starts_at, self.config.ends_at, self.buyable(), now)
     }
 
     fn in_window(&self, now: Timestamp) -> bool {

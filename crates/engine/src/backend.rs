@@ -21,6 +21,12 @@ pub enum EngineError {
     Unavailable(String),
 }
 
+/// The store or the hot state cannot be reached (or answered nonsense): nothing was changed
+/// that the caller is told about.
+pub(crate) fn unavailable(error: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(error.to_string())
+}
+
 /// One backend: hot state plus its durable store. Every method that changes state returns only
 /// after the change is durable.
 #[async_trait]

@@ -17,3 +17,9 @@ pub use backend::{
 };
 pub use embedded::{Embedded, EmbeddedOptions};
 pub use scaleout::{Reconciliation, RedisTarget, ScaleOut, ScaleOutOptions};
+
+/// Locks a std mutex, carrying on after a panic elsewhere: every step leaves the state whole
+/// before anything that can panic.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

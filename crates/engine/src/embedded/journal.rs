@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use stampede_core::{Order, SaleConfig, WaitlistEntry};
 use tokio::sync::{oneshot, Notify};
 
-use super::lock;
 use super::store::{Store, StoreTotals};
 use crate::backend::{EngineError, UserRecord};
+use crate::lock;
 
 /// Position of an append in the journal; durable once the watermark reaches it.
 pub(crate) type Lsn = u64;

@@ -9,7 +9,7 @@ mod store;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use stampede_core::{Quantity, Sale, SaleError, Timestamp, Touched, UserId};
@@ -18,10 +18,10 @@ use tokio::task::JoinHandle;
 
 use self::journal::{Journal, Lsn, Record};
 use crate::backend::{
-    Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView,
-    UserRecord,
+    unavailable, Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand,
+    PurchaseResult, SaleView, UserRecord,
 };
-use crate::ids;
+use crate::{ids, lock};
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -58,16 +58,6 @@ struct OrderMeta {
     key: u64,
     /// Journal position of the order's latest change.
     lsn: Lsn,
-}
-
-/// Locks a std mutex, carrying on after a panic elsewhere: every step leaves the state whole
-/// before anything that can panic.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn unavailable(error: impl std::fmt::Display) -> EngineError {
-    EngineError::Unavailable(error.to_string())
 }
 
 impl Embedded {

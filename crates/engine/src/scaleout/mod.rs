@@ -37,10 +37,10 @@ use self::scripts::{SaleScript, Scripts};
 use self::sink::Sink;
 use self::store::Store;
 use crate::backend::{
-    Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView,
-    UserRecord,
+    unavailable, Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand,
+    PurchaseResult, SaleView, UserRecord,
 };
-use crate::ids;
+use crate::{ids, lock};
 
 #[derive(Debug, Clone)]
 pub struct ScaleOutOptions {
@@ -76,14 +76,6 @@ const TRANSFER_GRACE_MS: i64 = 5_000;
 const MAX_REFILLS: u32 = 1_000;
 /// Most buckets a sale's stock may be split into.
 pub const MAX_STOCK_BUCKETS: u32 = 64;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn unavailable(error: impl std::fmt::Display) -> EngineError {
-    EngineError::Unavailable(error.to_string())
-}
 
 fn script_error(code: &str) -> EngineError {
     let error = match code {
@@ -280,7 +272,7 @@ impl ScaleOut {
     /// The live counters of a sale, summed over its buckets: available (units lent between
     /// buckets included), held, sold, waiting. Exact when no transfer is under way.
     async fn counters(&self, sale: &SaleRecord) -> Result<[i64; 4], EngineError> {
-        let ids: Vec<String> = (0..sale.buckets).map(|index| keys::bucket_id(&sale.id, index)).collect();
+        let ids = sale.bucket_ids();
         let mut counters = [0; 4];
         for bucket in join_all(ids.iter().map(|id| self.bucket_counters(id))).await {
             let [available, lent, held, sold, waiting] = bucket?;
@@ -293,18 +285,23 @@ impl ScaleOut {
 
     /// One bucket's available, lent, held, sold, waiting.
     async fn bucket_counters(&self, bucket_id: &str) -> Result<[i64; 5], EngineError> {
+        self.bucket_numbers(bucket_id, ["available", "lent", "held", "sold", "waiting"]).await
+    }
+
+    /// Fields of one bucket's counters hash (absent ones 0).
+    async fn bucket_numbers<const N: usize>(
+        &self,
+        bucket_id: &str,
+        fields: [&str; N],
+    ) -> Result<[i64; N], EngineError> {
         let key = self.keys.sale_key(bucket_id, keys::CTR);
-        let values: Vec<Option<i64>> = redis::cmd("HMGET")
-            .arg(&key)
-            .arg(&["available", "lent", "held", "sold", "waiting"])
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let mut counters = [0; 5];
-        for (slot, value) in counters.iter_mut().zip(values) {
+        let values: Vec<Option<i64>> =
+            redis::cmd("HMGET").arg(&key).arg(&fields).query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let mut numbers = [0; N];
+        for (slot, value) in numbers.iter_mut().zip(values) {
             *slot = value.unwrap_or(0);
         }
-        Ok(counters)
+        Ok(numbers)
     }
 
     /// Moves free units from the richest other bucket into `home`, so a buyer there is not
@@ -383,11 +380,12 @@ impl ScaleOut {
     /// where users wait, so released units reach waitlists in every bucket.
     async fn balance_sale(&self, sale_id: &str, now: Timestamp) -> Result<(), EngineError> {
         let sale = self.config(sale_id).await?;
-        for index in 0..sale.buckets {
-            self.recover_transfers(&keys::bucket_id(sale_id, index), now).await?;
+        let buckets = sale.bucket_ids();
+        for bucket_id in &buckets {
+            self.recover_transfers(bucket_id, now).await?;
         }
-        for index in 0..sale.buckets {
-            let [available, _, _, _, waiting] = self.bucket_counters(&keys::bucket_id(sale_id, index)).await?;
+        for (index, bucket_id) in (0..).zip(&buckets) {
+            let [available, _, _, _, waiting] = self.bucket_counters(bucket_id).await?;
             if waiting > 0 && available == 0 {
                 self.rebalance_into(&sale, index, 1, now).await?;
             }
@@ -517,40 +515,16 @@ impl ScaleOut {
             };
             let sale = self.config(&sale_id).await?;
             let mut totals = [0i64; 3];
-            for index in 0..sale.buckets {
-                let key = self.keys.sale_key(&keys::bucket_id(&sale_id, index), keys::CTR);
-                let values: Vec<Option<i64>> = redis::cmd("HMGET")
-                    .arg(&key)
-                    .arg(&["seq", "cancelled", "expired"])
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(unavailable)?;
-                for (total, value) in totals.iter_mut().zip(values) {
-                    *total += value.unwrap_or(0);
+            for bucket_id in sale.bucket_ids() {
+                let numbers = self.bucket_numbers(&bucket_id, ["seq", "cancelled", "expired"]).await?;
+                for (total, value) in totals.iter_mut().zip(numbers) {
+                    *total += value;
                 }
             }
-            let value = |index: usize| totals[index];
-            report.push(Reconciliation {
-                ledger,
-                redis_orders: value(0),
-                redis_cancelled: value(1),
-                redis_expired: value(2),
-            });
+            let [redis_orders, redis_cancelled, redis_expired] = totals;
+            report.push(Reconciliation { ledger, redis_orders, redis_cancelled, redis_expired });
         }
         Ok(report)
-    }
-}
-
-fn status_of(sale: &SaleRecord, counters: [i64; 4], now: Timestamp) -> SaleStatus {
-    let [available, _, _, waiting] = counters;
-    if now.0 < sale.starts {
-        SaleStatus::Scheduled
-    } else if sale.ends >= 0 && now.0 >= sale.ends {
-        SaleStatus::Ended
-    } else if waiting > 0 || available == 0 {
-        SaleStatus::SoldOut
-    } else {
-        SaleStatus::Live
     }
 }
 
@@ -577,7 +551,7 @@ impl Backend for ScaleOut {
             created: now.0,
             buckets,
         };
-        let buckets: Vec<String> = (0..record.buckets).map(|index| keys::bucket_id(&id, index)).collect();
+        let buckets = record.bucket_ids();
         // Listed first, so the jobs that visit every bucket (sink, expiry) never miss one.
         let _: i64 = self.conn().sadd(self.keys.sales(), &buckets).await.map_err(unavailable)?;
         let json = serde_json::to_string(&record).map_err(unavailable)?;
@@ -596,8 +570,10 @@ impl Backend for ScaleOut {
     async fn sale(&self, sale_id: &str, now: Timestamp) -> Result<SaleView, EngineError> {
         self.check_open()?;
         let sale = self.config(sale_id).await?;
-        let counters = self.counters(&sale).await?;
-        let [available, held, sold, waiting] = counters;
+        let [available, held, sold, waiting] = self.counters(&sale).await?;
+        let ends_at = (sale.ends >= 0).then_some(Timestamp(sale.ends));
+        // Nothing is for new buyers while anyone waits: released units are the waitlist's.
+        let buyable = if waiting > 0 { 0 } else { count(available) };
         Ok(SaleView {
             id: sale.id.clone(),
             name: sale.name.clone(),
@@ -609,8 +585,8 @@ impl Backend for ScaleOut {
             per_user_limit: sale.limit,
             hold_seconds: u32::try_from(sale.hold_ms / 1000).unwrap_or(0),
             starts_at: Timestamp(sale.starts),
-            ends_at: (sale.ends >= 0).then_some(Timestamp(sale.ends)),
-            status: status_of(&sale, counters, now),
+            ends_at,
+            status: SaleStatus::at(Timestamp(sale.starts), ends_at, buyable, now),
             waitlisted: count(waiting),
         })
     }
@@ -725,8 +701,14 @@ impl Backend for ScaleOut {
         for result in results {
             total += result?;
         }
-        let mut split: Vec<&str> =
-            buckets.iter().filter_map(|bucket_id| bucket_id.split_once('.').map(|(sale_id, _)| sale_id)).collect();
+        // Sales split into buckets: those with a bucket other than their bucket 0.
+        let mut split: Vec<&str> = buckets
+            .iter()
+            .map(|bucket_id| keys::sale_of_bucket(bucket_id))
+            .zip(&buckets)
+            .filter(|(sale_id, bucket_id)| sale_id != bucket_id)
+            .map(|(sale_id, _)| sale_id)
+            .collect();
         split.sort_unstable();
         split.dedup();
         for sale_id in split {
@@ -738,8 +720,8 @@ impl Backend for ScaleOut {
     async fn ledger(&self, sale_id: &str) -> Result<Ledger, EngineError> {
         self.check_open()?;
         let sale = self.config(sale_id).await?;
-        for index in 0..sale.buckets {
-            self.sink.drain_bucket(&keys::bucket_id(sale_id, index)).await.map_err(unavailable)?;
+        for bucket_id in sale.bucket_ids() {
+            self.sink.drain_bucket(&bucket_id).await.map_err(unavailable)?;
         }
         let [available, held, sold, _] = self.counters(&sale).await?;
         let totals = self.store.totals(sale_id).await.map_err(unavailable)?;
@@ -776,7 +758,7 @@ impl Backend for ScaleOut {
 
     async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
-        let task = self.sink_task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let task = lock(&self.sink_task).take();
         if let Some((stop, task)) = task {
             let _ = stop.send(true);
             let _ = task.await;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use stampede_core::{OrderStatus, Timestamp};
 
+use super::keys;
 use crate::backend::OrderView;
 use crate::ids;
 
@@ -26,6 +27,13 @@ pub struct SaleRecord {
 
 fn one() -> u32 {
     1
+}
+
+impl SaleRecord {
+    /// The ids of the sale's buckets, bucket 0 (the sale id itself) first.
+    pub fn bucket_ids(&self) -> Vec<String> {
+        (0..self.buckets).map(|index| keys::bucket_id(&self.id, index)).collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
