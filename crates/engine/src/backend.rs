@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use stampede_core::{
-    IdempotencyKey, Order, OrderStatus, Quantity, Sale, SaleConfig, SaleError, SaleStatus, Timestamp, UserId,
+    Auction, AuctionConfig, AuctionError, AuctionStatus, BidStatus, IdempotencyKey, Ladder, Order, OrderStatus,
+    Quantity, Sale, SaleConfig, SaleError, SaleStatus, Timestamp, UserId,
 };
 
 use crate::ids;
@@ -14,6 +15,10 @@ pub enum EngineError {
     Sale(#[from] SaleError),
     #[error("sale not found")]
     SaleNotFound,
+    #[error(transparent)]
+    Auction(#[from] AuctionError),
+    #[error("auction not found")]
+    AuctionNotFound,
     #[error("username taken")]
     UsernameTaken,
     /// The durable store cannot take writes right now; nothing was acknowledged.
@@ -56,10 +61,21 @@ pub trait Backend: Send + Sync {
     ) -> Result<u32, EngineError>;
     /// Ends every hold due at `now`; returns how many holds expired.
     async fn expire_due(&self, now: Timestamp) -> Result<usize, EngineError>;
+    async fn create_auction(&self, auction: NewAuction, now: Timestamp) -> Result<AuctionView, EngineError>;
+    async fn auction(&self, auction_id: &str, now: Timestamp) -> Result<AuctionView, EngineError>;
+    /// One bid, resolved against the others (proxy bidding) and durable on return.
+    async fn bid(&self, command: BidCommand, now: Timestamp) -> Result<BidResult, EngineError>;
+    /// Ends the auction at once with `user` as the winner, while buy-now is offered.
+    async fn buy_now(&self, auction_id: &str, user: &UserId, now: Timestamp) -> Result<AuctionView, EngineError>;
+    /// Ends every auction due at `now`; each winner gets its order (a hold to pay) in the same
+    /// step. Returns how many auctions ended.
+    async fn close_due_auctions(&self, now: Timestamp) -> Result<usize, EngineError>;
     /// Live counters next to the durable store's totals.
     async fn ledger(&self, sale_id: &str) -> Result<Ledger, EngineError>;
     async fn create_user(&self, user: NewUser) -> Result<UserRecord, EngineError>;
     async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, EngineError>;
+    /// Follows every change made from now on, by any replica.
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<crate::changes::Change>;
     /// Whether the durable store is taking writes.
     async fn ready(&self) -> bool;
     /// Stops taking work and makes everything acknowledged so far durable.
@@ -219,4 +235,118 @@ pub struct UserRecord {
     pub username: String,
     pub password_hash: String,
     pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAuction {
+    pub title: String,
+    pub seller_id: String,
+    pub starting_price_cents: i64,
+    pub reserve_price_cents: Option<i64>,
+    pub buy_now_price_cents: Option<i64>,
+    pub starts_at: Option<Timestamp>,
+    pub ends_at: Timestamp,
+    pub soft_close_seconds: u32,
+    pub extend_seconds: u32,
+    pub max_extensions: Option<u32>,
+    pub ladder: Ladder,
+    /// How long the winner has to pay: the hold time of the order the win creates.
+    pub payment_seconds: u32,
+}
+
+impl NewAuction {
+    pub fn into_config(self, now: Timestamp) -> (AuctionConfig, u32) {
+        let config = AuctionConfig {
+            title: self.title,
+            seller_id: self.seller_id,
+            starting_price_cents: self.starting_price_cents,
+            reserve_price_cents: self.reserve_price_cents,
+            buy_now_price_cents: self.buy_now_price_cents,
+            starts_at: self.starts_at.unwrap_or(now),
+            ends_at: self.ends_at,
+            soft_close_seconds: self.soft_close_seconds,
+            extend_seconds: self.extend_seconds,
+            max_extensions: self.max_extensions,
+            ladder: self.ladder,
+            created_at: now,
+        };
+        (config, self.payment_seconds)
+    }
+}
+
+/// An auction as anyone may see it: never the maxima, never the reserve amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuctionView {
+    pub id: String,
+    pub title: String,
+    pub seller_id: String,
+    pub status: AuctionStatus,
+    pub starting_price_cents: i64,
+    pub current_price_cents: i64,
+    pub leader_id: Option<String>,
+    pub bid_count: u32,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub extensions: u32,
+    pub reserve_met: bool,
+    pub has_reserve: bool,
+    pub min_next_bid_cents: i64,
+    /// Set while buy-now is offered.
+    pub buy_now_price_cents: Option<i64>,
+    pub soft_close_seconds: u32,
+    pub extend_seconds: u32,
+    pub max_extensions: Option<u32>,
+    pub winner_id: Option<String>,
+    /// The winner's order (a hold to pay), once the auction ended with a winner.
+    pub order_id: Option<String>,
+    pub version: u64,
+}
+
+impl AuctionView {
+    pub fn of(id: &str, auction: &Auction, now: Timestamp) -> Self {
+        let config = auction.config();
+        let winner = auction.outcome().and_then(|outcome| outcome.winner.as_ref());
+        Self {
+            id: id.to_owned(),
+            title: config.title.clone(),
+            seller_id: config.seller_id.clone(),
+            status: auction.status(now),
+            starting_price_cents: config.starting_price_cents,
+            current_price_cents: auction.outcome().map_or(auction.current_price_cents(), |o| o.price_cents),
+            leader_id: auction.leader().map(|user| user.as_str().to_owned()),
+            bid_count: auction.bid_count(),
+            starts_at: config.starts_at,
+            ends_at: auction.outcome().map_or(auction.ends_at(), |o| o.ended_at),
+            extensions: auction.extensions(),
+            reserve_met: auction.reserve_met(),
+            has_reserve: config.reserve_price_cents.is_some(),
+            min_next_bid_cents: auction.min_next_bid_cents(),
+            buy_now_price_cents: config.buy_now_price_cents.filter(|_| auction.buy_now_offered(now)),
+            soft_close_seconds: config.soft_close_seconds,
+            extend_seconds: config.extend_seconds,
+            max_extensions: config.max_extensions,
+            winner_id: winner.map(|user| user.as_str().to_owned()),
+            order_id: winner.map(|_| ids::lot_order_id(id)),
+            version: auction.version(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BidCommand {
+    pub auction_id: String,
+    pub user: UserId,
+    pub max_amount_cents: i64,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// The answer to a bid, as given when it was accepted (and replayed for a repeated key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BidResult {
+    pub id: String,
+    pub status: BidStatus,
+    pub current_price_cents: i64,
+    pub leader_id: String,
+    /// False when an earlier request with the same idempotency key placed the bid.
+    pub created: bool,
 }

@@ -9,6 +9,7 @@
 //! opaque (never parsed here); `Ledger::cancelled` and `Ledger::expired` count units, and
 //! `Ledger::orders` counts orders of every status.
 
+mod auctions;
 mod durability;
 mod expiry;
 mod herd;
@@ -27,6 +28,15 @@ use std::sync::Arc;
 use stampede_core::{IdempotencyKey, Quantity, SaleError, Timestamp, UserId};
 use tokio::sync::Barrier;
 
+pub use self::auctions::{
+    a_leader_raising_their_maximum_keeps_the_price, an_unpaid_win_is_not_for_sale_to_others,
+    bids_below_the_minimum_are_too_low, buy_now_ends_the_auction_at_once, changes_announce_sales_orders_and_auctions,
+    closing_gives_the_winner_a_hold_to_pay, concurrent_replays_make_one_bid, create_and_get_auction,
+    equal_maxima_go_to_the_earlier_bid, hard_close_refuses_the_bid_at_the_end, no_winner_below_the_reserve,
+    pre_bids_count_from_the_start, proxy_bidding_charges_one_increment_over_the_runner_up,
+    racing_bidders_leave_a_consistent_auction, repeated_bid_keys_replay_the_bid, restart_keeps_auctions_and_wins,
+    soft_close_extends_up_to_the_cap, the_seller_may_not_bid, unknown_auction_is_not_found,
+};
 pub use self::durability::{
     calls_after_shutdown_fail_without_hanging, holds_due_while_down_expire_after_restart,
     restart_keeps_acknowledged_state, unusual_strings_survive_restart,
@@ -112,6 +122,25 @@ macro_rules! backend_conformance {
             unusual_strings_survive_restart,
             calls_after_shutdown_fail_without_hanging,
             ledger_tracks_a_mix_of_operations,
+            create_and_get_auction,
+            unknown_auction_is_not_found,
+            proxy_bidding_charges_one_increment_over_the_runner_up,
+            equal_maxima_go_to_the_earlier_bid,
+            a_leader_raising_their_maximum_keeps_the_price,
+            bids_below_the_minimum_are_too_low,
+            the_seller_may_not_bid,
+            soft_close_extends_up_to_the_cap,
+            hard_close_refuses_the_bid_at_the_end,
+            pre_bids_count_from_the_start,
+            closing_gives_the_winner_a_hold_to_pay,
+            an_unpaid_win_is_not_for_sale_to_others,
+            no_winner_below_the_reserve,
+            buy_now_ends_the_auction_at_once,
+            repeated_bid_keys_replay_the_bid,
+            concurrent_replays_make_one_bid,
+            racing_bidders_leave_a_consistent_auction,
+            restart_keeps_auctions_and_wins,
+            changes_announce_sales_orders_and_auctions,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -1,4 +1,5 @@
-//! The expiry job: ends holds whose deadline has passed, so their units go back within a tick.
+//! The expiry job: ends holds whose deadline has passed, so their units go back within a tick,
+//! and closes auctions whose end has passed, so each winner gets its order within a tick.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +21,16 @@ pub async fn run(backend: Arc<dyn Backend>, mut shutdown: watch::Receiver<bool>)
             _ = ticker.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        match backend.expire_due(Timestamp::now()).await {
+        let now = Timestamp::now();
+        match backend.expire_due(now).await {
             Ok(0) => {}
             Ok(expired) => tracing::debug!(expired, "holds expired"),
             Err(error) => tracing::warn!(%error, "expiring holds failed"),
+        }
+        match backend.close_due_auctions(now).await {
+            Ok(0) => {}
+            Ok(closed) => tracing::debug!(closed, "auctions closed"),
+            Err(error) => tracing::warn!(%error, "closing auctions failed"),
         }
     }
 }

@@ -5,9 +5,38 @@ use rand::distr::{Alphanumeric, SampleString};
 
 const SALE_PREFIX: &str = "s_";
 const ORDER_PREFIX: &str = "o_";
+const AUCTION_PREFIX: &str = "a_";
+/// The sale an auction's lot becomes when it is won: `s_a<auction suffix>`, one letter longer
+/// than any generated sale id, so it never meets one.
+const LOT_SALE_PREFIX: &str = "s_a";
 
 pub fn new_sale_id() -> String {
     format!("{SALE_PREFIX}{}", random_token(16))
+}
+
+pub fn new_auction_id() -> String {
+    format!("{AUCTION_PREFIX}{}", random_token(16))
+}
+
+/// Whether `id` has the shape of an auction id this engine hands out.
+pub fn is_auction_id(id: &str) -> bool {
+    id.strip_prefix(AUCTION_PREFIX)
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// The sale that holds an auction's lot once it is won.
+pub fn lot_sale_id(auction_id: &str) -> String {
+    format!("{LOT_SALE_PREFIX}{}", auction_id.strip_prefix(AUCTION_PREFIX).unwrap_or(auction_id))
+}
+
+/// The winner's order: the first and only order of the lot sale.
+pub fn lot_order_id(auction_id: &str) -> String {
+    order_id(&lot_sale_id(auction_id), 0)
+}
+
+/// `b_<auction suffix>_<seq in hex>`.
+pub fn bid_id(auction_id: &str, seq: u32) -> String {
+    format!("b_{}_{seq:x}", auction_id.strip_prefix(AUCTION_PREFIX).unwrap_or(auction_id))
 }
 
 pub fn new_user_id() -> String {

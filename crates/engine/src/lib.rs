@@ -5,6 +5,7 @@
 //! the scale-out backend keeps it in Redis, decided by Lua scripts, with Postgres as the record.
 
 pub mod backend;
+pub mod changes;
 pub mod conformance;
 pub mod embedded;
 pub mod expiry;
@@ -12,9 +13,10 @@ pub mod ids;
 pub mod scaleout;
 
 pub use backend::{
-    Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView,
-    UserRecord,
+    AuctionView, Backend, BidCommand, BidResult, EngineError, Ledger, LedgerCounts, NewAuction, NewSale, NewUser,
+    OrderView, PurchaseCommand, PurchaseResult, SaleView, UserRecord,
 };
+pub use changes::Change;
 pub use embedded::{Embedded, EmbeddedOptions};
 pub use scaleout::{Reconciliation, RedisTarget, ScaleOut, ScaleOutOptions};
 

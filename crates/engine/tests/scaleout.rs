@@ -413,3 +413,479 @@ async fn holds_made_between_sweeps_expire_on_time() {
     assert_eq!(holds.len(), 3);
     buyer.shutdown().await;
 }
+
+mod auctions {
+    //! Auctions on Redis: the scripts decide exactly as the core state machine does, wins
+    //! reach Postgres as ordinary orders, bids racing through two replicas leave a state their
+    //! replay reproduces, and every replica hears every other's changes.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sqlx::{Connection, PgConnection, Row};
+    use stampede_core::{
+        Auction, AuctionError, Bid, BidOutcome, BidStatus, IdempotencyKey, Ladder, OrderStatus, Quantity, Timestamp,
+        UserId,
+    };
+    use stampede_engine::{
+        ids, AuctionView, Backend, BidCommand, BidResult, Change, EngineError, NewAuction, NewSale, PurchaseCommand,
+        ScaleOut,
+    };
+    use tokio::sync::broadcast;
+
+    use super::ScaleOutHarness;
+
+    const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn user(name: &str) -> UserId {
+        UserId::new(name).expect("user")
+    }
+
+    fn spec() -> NewAuction {
+        NewAuction {
+            title: "scale-out lot".to_owned(),
+            seller_id: "seller".to_owned(),
+            starting_price_cents: 1_000,
+            reserve_price_cents: None,
+            buy_now_price_cents: None,
+            starts_at: None,
+            ends_at: T0.plus_seconds(600),
+            soft_close_seconds: 60,
+            extend_seconds: 30,
+            max_extensions: Some(5),
+            ladder: Ladder::standard(),
+            payment_seconds: 3_600,
+        }
+    }
+
+    fn command(auction_id: &str, who: &UserId, max: i64, key: Option<String>) -> BidCommand {
+        BidCommand {
+            auction_id: auction_id.to_owned(),
+            user: who.clone(),
+            max_amount_cents: max,
+            idempotency_key: key.map(|key| IdempotencyKey::new(&key).expect("key")),
+        }
+    }
+
+    /// A small deterministic generator: the same seed gives the same run, so a failure repeats.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n.max(1)
+        }
+    }
+
+    /// The answer the core auction gives to a bid, shaped as the backend gives it.
+    fn core_bid(
+        auction: &mut Auction,
+        id: &str,
+        command: &BidCommand,
+        now: Timestamp,
+    ) -> Result<BidResult, AuctionError> {
+        let key = command.idempotency_key.clone();
+        let outcome = auction.place_bid(&command.user, command.max_amount_cents, key, now)?;
+        let bid = auction.bid(outcome.seq()).expect("the bid placed");
+        Ok(BidResult {
+            id: ids::bid_id(id, bid.seq),
+            status: bid.status,
+            current_price_cents: bid.price_after_cents,
+            leader_id: bid.leader_after.as_str().to_owned(),
+            created: matches!(outcome, BidOutcome::Accepted(_)),
+        })
+    }
+
+    fn same<T: PartialEq + std::fmt::Debug>(got: Result<T, EngineError>, want: Result<T, AuctionError>, what: &str) {
+        match (got, want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{what}"),
+            (Err(EngineError::Auction(got)), Err(want)) => assert_eq!(got, want, "{what}"),
+            (got, want) => panic!("{what}: scale-out gave {got:?}, the core {want:?}"),
+        }
+    }
+
+    /// Configurations that between them exercise every rule: reserve, buy-now, hard close,
+    /// pre-bids, a custom ladder, capped and uncapped soft close.
+    fn variants() -> Vec<NewAuction> {
+        let mut reserve_and_buy_now = spec();
+        reserve_and_buy_now.reserve_price_cents = Some(5_000);
+        reserve_and_buy_now.buy_now_price_cents = Some(8_000);
+        let mut hard_close = spec();
+        hard_close.buy_now_price_cents = Some(3_000);
+        hard_close.soft_close_seconds = 0;
+        let mut pre_bids = spec();
+        pre_bids.starts_at = Some(T0.plus_seconds(120));
+        pre_bids.ladder = Ladder::new(vec![(0, 1), (50, 7), (1_000, 100), (4_000, 333)]).expect("ladder");
+        pre_bids.starting_price_cents = 10;
+        pre_bids.soft_close_seconds = 120;
+        pre_bids.extend_seconds = 120;
+        pre_bids.max_extensions = None;
+        let mut reserve_only = spec();
+        reserve_only.reserve_price_cents = Some(30_000);
+        reserve_only.max_extensions = Some(0);
+        vec![spec(), reserve_and_buy_now, hard_close, pre_bids, reserve_only]
+    }
+
+    /// Random bids (ties, raises, too-low amounts, the seller, reused keys), buy-now attempts
+    /// and sweeps, each sent to scale-out and to the core auction: every answer and every view
+    /// must agree.
+    async fn mirror_the_core(harness: ScaleOutHarness, seed: u64) {
+        let backend = harness.backend.clone();
+        let mut rng = Lcg(seed);
+        let names = ["ann", "ben", "cat", "dan", "seller"];
+        for spec in variants() {
+            let (config, _) = spec.clone().into_config(T0);
+            let created = backend.create_auction(spec, T0).await.expect("create");
+            let id = created.id.clone();
+            let mut core = Auction::new(config);
+            assert_eq!(created, AuctionView::of(&id, &core, T0));
+            let mut maxima: Vec<i64> = Vec::new();
+            let mut now = T0;
+            for step in 0..90 {
+                now = now.plus_millis(rng.below(20_000) as i64);
+                let who = user(names[rng.below(5) as usize]);
+                let what = format!("seed {seed} step {step} at {}", now.0 - T0.0);
+                match rng.below(12) {
+                    0..=8 => {
+                        let minimum = core.min_next_bid_cents();
+                        let increment = Ladder::standard().increment_at(minimum);
+                        let max = match rng.below(5) {
+                            0 => minimum - 1 - rng.below(increment as u64) as i64,
+                            1 if !maxima.is_empty() => maxima[rng.below(maxima.len() as u64) as usize],
+                            2 => minimum + rng.below(40_000) as i64,
+                            _ => minimum + increment * rng.below(4) as i64,
+                        };
+                        let key = (rng.below(3) == 0).then(|| format!("k{}", rng.below(3)));
+                        let command = command(&id, &who, max, key);
+                        let want = core_bid(&mut core, &id, &command, now);
+                        if want.as_ref().is_ok_and(|bid| bid.created) {
+                            maxima.push(max);
+                        }
+                        same(backend.bid(command, now).await, want, &what);
+                    }
+                    9 => {
+                        let want = core.buy_now(&who, now).map(|()| AuctionView::of(&id, &core, now));
+                        same(backend.buy_now(&id, &who, now).await, want, &what);
+                    }
+                    _ => {
+                        let want = usize::from(core.close_if_due(now).is_some());
+                        assert_eq!(backend.close_due_auctions(now).await.expect("sweep"), want, "{what}");
+                    }
+                }
+                assert_eq!(backend.auction(&id, now).await.expect("get"), AuctionView::of(&id, &core, now), "{what}");
+            }
+        }
+        let report = harness.backend.reconcile().await.expect("reconcile");
+        assert!(report.iter().all(|sale| sale.matches()), "{report:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scripts_decide_as_the_core_does() {
+        for seed in 1..=3 {
+            mirror_the_core(ScaleOutHarness::single().await, seed).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scripts_decide_as_the_core_does_on_a_cluster() {
+        mirror_the_core(ScaleOutHarness::cluster().await, 7).await;
+    }
+
+    async fn postgres(harness: &ScaleOutHarness) -> PgConnection {
+        PgConnection::connect(&harness.options.postgres_url).await.expect("connect to the test database")
+    }
+
+    /// A win made by one replica's sweep is an ordinary order of the lot's sale: in Postgres
+    /// with the auction and its bids, payable through another replica, and reconciled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_won_lot_reaches_postgres_and_reconciles() {
+        let harness = ScaleOutHarness::cluster().await;
+        let other = ScaleOut::open(harness.options.clone()).await.expect("second replica");
+        let backend = harness.backend.clone();
+        let id = backend.create_auction(spec(), T0).await.expect("create").id;
+        let (alice, bob) = (user("alice"), user("bob"));
+        backend.bid(command(&id, &alice, 4_000, None), T0.plus_seconds(1)).await.expect("bid");
+        other.bid(command(&id, &bob, 3_000, Some("b1".to_owned())), T0.plus_seconds(2)).await.expect("bid");
+        assert_eq!(other.close_due_auctions(T0.plus_seconds(601)).await.expect("close"), 1);
+        assert_eq!(backend.close_due_auctions(T0.plus_seconds(602)).await.expect("close"), 0);
+        let lot = ids::lot_sale_id(&id);
+        let order_id = ids::lot_order_id(&id);
+        let orders = backend.orders_of(&alice).await.expect("orders of the winner");
+        assert_eq!(orders.iter().map(|order| order.id.as_str()).collect::<Vec<_>>(), [order_id.as_str()]);
+        assert!(other.orders_of(&bob).await.expect("orders of the loser").is_empty());
+
+        let report = backend.reconcile().await.expect("reconcile");
+        let won = report.iter().find(|sale| sale.ledger.sale_id == lot).expect("the lot is reconciled");
+        assert!(won.matches(), "{won:?}");
+        assert_eq!((won.ledger.store.held, won.ledger.orders), (1, 1));
+        let mut pg = postgres(&harness).await;
+        let row = sqlx::query("SELECT user_id, status, expires_at FROM orders WHERE sale_id = $1 AND seq = 0")
+            .bind(&lot)
+            .fetch_one(&mut pg)
+            .await
+            .expect("the winner's order in postgres");
+        assert_eq!(row.get::<Vec<u8>, _>("user_id"), b"alice");
+        assert_eq!(row.get::<String, _>("status"), "held");
+        assert_eq!(row.get::<i64, _>("expires_at"), T0.plus_seconds(601 + 3_600).0);
+        let row = sqlx::query(
+            "SELECT winner_id, final_price_cents, end_reason, bid_count, version, \
+             (SELECT COUNT(*) FROM bids WHERE auction_id = $1) AS bids FROM auctions WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut pg)
+        .await
+        .expect("the auction in postgres");
+        assert_eq!(row.get::<Option<Vec<u8>>, _>("winner_id").as_deref(), Some(&b"alice"[..]));
+        assert_eq!(row.get::<Option<i64>, _>("final_price_cents"), Some(3_100));
+        assert_eq!(row.get::<Option<String>, _>("end_reason").as_deref(), Some("closed"));
+        assert_eq!(
+            (row.get::<i32, _>("bid_count"), row.get::<i64, _>("bids"), row.get::<i64, _>("version")),
+            (2, 2, 4)
+        );
+
+        let paid = other.pay(&order_id, &alice, None, T0.plus_seconds(700)).await.expect("pay through the other");
+        assert_eq!(paid.status, OrderStatus::Paid);
+        let report = other.reconcile().await.expect("reconcile");
+        let won = report.iter().find(|sale| sale.ledger.sale_id == lot).expect("the lot is reconciled");
+        assert!(won.matches() && won.ledger.store.sold == 1, "{won:?}");
+        other.shutdown().await;
+    }
+
+    /// Bids from many tasks through two replicas, with retries of the same key: whatever order
+    /// Redis took them in, replaying the accepted bids (as stored in Postgres) through the core
+    /// auction gives every recorded answer and the state the backend shows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_bids_on_two_replicas_replay_to_the_same_state() {
+        let harness = ScaleOutHarness::cluster().await;
+        let replicas: Vec<Arc<ScaleOut>> =
+            vec![harness.backend.clone(), ScaleOut::open(harness.options.clone()).await.expect("second replica")];
+        let mut auction = spec();
+        auction.reserve_price_cents = Some(20_000);
+        let (config, _) = auction.clone().into_config(T0);
+        let id = replicas[0].create_auction(auction, T0).await.expect("create").id;
+        let base = T0.plus_seconds(560);
+        let tasks: Vec<_> = (0..16u64)
+            .map(|task| {
+                let (replicas, id) = (replicas.clone(), id.clone());
+                tokio::spawn(async move {
+                    let mut rng = Lcg(task + 100);
+                    let who = user(&format!("racer{task}"));
+                    for round in 0..12u64 {
+                        let view = replicas[0].auction(&id, base).await.expect("get");
+                        let max = view.min_next_bid_cents + rng.below(3_000) as i64;
+                        let key = format!("r{round}");
+                        let now = base.plus_millis((round * 2_000 + rng.below(1_000)) as i64);
+                        for attempt in 0..2 {
+                            let replica = &replicas[((task + round + attempt) % 2) as usize];
+                            match replica.bid(command(&id, &who, max, Some(key.clone())), now).await {
+                                Ok(_) | Err(EngineError::Auction(AuctionError::BidTooLow { .. })) => {}
+                                Err(error) => panic!("bid failed: {error:?}"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("bidder");
+        }
+        replicas[1].reconcile().await.expect("drain the streams");
+        let mut pg = postgres(&harness).await;
+        let rows = sqlx::query(
+            "SELECT seq, user_id, max_amount_cents, placed_at, idempotency_key, status, price_after_cents, \
+             leader_after FROM bids WHERE auction_id = $1 ORDER BY seq",
+        )
+        .bind(&id)
+        .fetch_all(&mut pg)
+        .await
+        .expect("bids");
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8");
+        let stored: Vec<Bid> = rows
+            .iter()
+            .map(|row| Bid {
+                seq: row.get::<i32, _>("seq") as u32,
+                user: user(&text(row.get("user_id"))),
+                max_amount_cents: row.get("max_amount_cents"),
+                placed_at: Timestamp(row.get("placed_at")),
+                idempotency_key: row
+                    .get::<Option<Vec<u8>>, _>("idempotency_key")
+                    .map(|key| IdempotencyKey::new(&text(key)).expect("key")),
+                status: BidStatus::parse(&row.get::<String, _>("status")).expect("status"),
+                price_after_cents: row.get("price_after_cents"),
+                leader_after: user(&text(row.get("leader_after"))),
+            })
+            .collect();
+        assert!(stored.len() > 16, "only {} bids accepted", stored.len());
+        let mut replay = Auction::new(config.clone());
+        for bid in &stored {
+            let outcome = replay.place_bid(&bid.user, bid.max_amount_cents, bid.idempotency_key.clone(), bid.placed_at);
+            assert_eq!(outcome, Ok(BidOutcome::Accepted(bid.seq)), "{bid:?}");
+            assert_eq!(replay.bid(bid.seq), Some(bid), "the recorded answer");
+        }
+        let now = base.plus_seconds(30);
+        let shown = replicas[1].auction(&id, now).await.expect("get");
+        assert_eq!(shown, AuctionView::of(&id, &replay, now));
+        let restored = Auction::restore(config, stored, replay.ends_at(), replay.extensions(), None).expect("restore");
+        assert_eq!(shown, AuctionView::of(&id, &restored, now));
+        assert!(shown.extensions > 0, "the race ran in the soft-close window: {shown:?}");
+        for replica in &replicas[1..] {
+            replica.shutdown().await;
+        }
+    }
+
+    /// Waits (bounded) until `wanted` has been seen, returning everything received until then.
+    async fn until(changes: &mut broadcast::Receiver<Change>, wanted: impl Fn(&Change) -> bool) -> Vec<Change> {
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let change = changes.recv().await.expect("the feed");
+                let done = wanted(&change);
+                seen.push(change);
+                if done {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "the expected change never came; saw {seen:?}");
+        seen
+    }
+
+    /// Each replica's followers hear the changes made through every other replica, and their
+    /// own replica's changes once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_replica_hears_every_change() {
+        for harness in [ScaleOutHarness::single().await, ScaleOutHarness::cluster().await] {
+            let (first, second) =
+                (harness.backend.clone(), ScaleOut::open(harness.options.clone()).await.expect("second replica"));
+            let (mut heard_first, mut heard_second) = (first.changes(), second.changes());
+            let sale = NewSale {
+                name: "heard".to_owned(),
+                stock: 5,
+                price_cents: 100,
+                starts_at: None,
+                ends_at: None,
+                per_user_limit: 1,
+                hold_seconds: 60,
+                stock_buckets: 1,
+            };
+            let sale_id = first.create_sale(sale, T0).await.expect("create sale").id;
+            let buy = |who: &str| PurchaseCommand {
+                sale_id: sale_id.clone(),
+                user: user(who),
+                quantity: Quantity::new(1).expect("quantity"),
+                idempotency_key: None,
+            };
+            let own = first.purchase(buy("ann"), T0).await.expect("purchase").order;
+            let theirs = second.purchase(buy("ben"), T0).await.expect("purchase").order;
+            let is_order = |id: &str| {
+                let id = id.to_owned();
+                move |change: &Change| matches!(change, Change::Order { order_id, .. } if *order_id == id)
+            };
+            let seen = until(&mut heard_first, is_order(&theirs.id)).await;
+            assert_eq!(seen.iter().filter(|change| is_order(&own.id)(change)).count(), 1, "{seen:?}");
+            let seen = until(&mut heard_second, is_order(&theirs.id)).await;
+            assert!(seen.iter().any(is_order(&own.id)), "{seen:?}");
+            assert!(seen.iter().any(|change| matches!(change, Change::Sale { sale_id: s } if **s == *sale_id)));
+
+            let id = second.create_auction(spec(), T0).await.expect("create auction").id;
+            second.bid(command(&id, &user("ann"), 2_000, None), T0).await.expect("bid");
+            first.bid(command(&id, &user("ben"), 5_000, None), T0).await.expect("bid");
+            let outbid = |change: &Change| matches!(change, Change::Outbid { user, .. } if user.as_str() == "ann");
+            until(&mut heard_second, outbid).await;
+            assert_eq!(first.close_due_auctions(T0.plus_seconds(600)).await.expect("close"), 1);
+            let won = until(&mut heard_second, |change| matches!(change, Change::AuctionWon { .. })).await;
+            let lot_order = ids::lot_order_id(&id);
+            let winner = user("ben");
+            assert!(won
+                .iter()
+                .any(|change| *change == Change::Order { user: winner.clone(), order_id: lot_order.clone() }));
+            let expected = Change::AuctionWon { user: winner, auction_id: Arc::from(id.as_str()), order_id: lot_order };
+            assert_eq!(won.last(), Some(&expected));
+            second.shutdown().await;
+        }
+    }
+
+    /// A Redis of this test's own, so killing its connections disturbs no other test.
+    struct PrivateRedis {
+        url: String,
+        _server: tokio::process::Child,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn private_redis() -> PrivateRedis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port();
+        let server = tokio::process::Command::new(super::service("STAMPEDE_TEST_REDIS_SERVER"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server");
+        let url = format!("redis://127.0.0.1:{port}/");
+        let client = redis::Client::open(url.as_str()).expect("url");
+        for _ in 0..100 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return PrivateRedis { url, _server: server, _dir: dir };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the private redis-server did not come up");
+    }
+
+    /// A replica whose feed subscription is cut subscribes again and hears the others' changes
+    /// from then on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_feed_subscribes_again_after_its_connection_is_cut() {
+        let redis = private_redis().await;
+        let harness =
+            ScaleOutHarness::start(super::RedisTarget { urls: vec![redis.url.clone()], cluster: false }).await;
+        let other = ScaleOut::open(harness.options.clone()).await.expect("second replica");
+        let mut heard = harness.backend.changes();
+        let id = other.create_auction(spec(), T0).await.expect("create auction").id;
+        let client = redis::Client::open(redis.url.as_str()).expect("url");
+        let mut admin = client.get_multiplexed_async_connection().await.expect("connect");
+        let killed: i64 =
+            redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut admin).await.expect("kill");
+        assert_eq!(killed, 2, "one subscription per replica");
+        // Bids until one is heard: those made while the follower reconnects are missed.
+        let mut heard_one = false;
+        for attempt in 0..100 {
+            let bidder = user(&format!("bidder{attempt}"));
+            let minimum = other.auction(&id, T0).await.expect("get").min_next_bid_cents;
+            other.bid(command(&id, &bidder, minimum, None), T0).await.expect("bid");
+            let auction_changed = tokio::time::timeout(Duration::from_millis(100), async {
+                loop {
+                    if let Change::Auction { .. } = heard.recv().await.expect("the feed") {
+                        return;
+                    }
+                }
+            });
+            if auction_changed.await.is_ok() {
+                heard_one = true;
+                break;
+            }
+        }
+        assert!(heard_one, "the replica never heard the other again");
+        other.shutdown().await;
+        harness.backend.shutdown().await;
+    }
+
+    /// Malformed and unknown auction ids never reach Redis as keys, and are not found.
+    #[tokio::test]
+    async fn malformed_auction_ids_are_not_found() {
+        let harness = ScaleOutHarness::single().await;
+        let backend = harness.backend.clone();
+        for id in ["", "a_", "a_{x}", "s_abc", "a_zzzzzzzzzzzzzzzz"] {
+            let got = backend.auction(id, T0).await;
+            assert!(matches!(got, Err(EngineError::AuctionNotFound)), "{id:?}: {got:?}");
+            let bid = backend.bid(command(id, &user("ann"), 5_000, None), T0).await;
+            assert!(matches!(bid, Err(EngineError::AuctionNotFound)), "{id:?}: {bid:?}");
+        }
+    }
+}

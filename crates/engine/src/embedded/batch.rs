@@ -3,16 +3,18 @@
 
 use std::collections::HashSet;
 
-use stampede_core::{IdempotencyKey, Order, WaitlistStatus};
+use stampede_core::{IdempotencyKey, Order, UserId, WaitlistStatus};
 
 use super::journal::Record;
 
-/// Parameters in order: sales, users, orders, waitlist entries, each a JSON array of rows whose
-/// items are read by index. Orders and waitlist entries are upserts: their latest state wins.
-/// Anonymous `?` only: in a multi-statement query the driver hands arguments out in order, and
-/// numbered `?N` placeholders would be counted against that order.
-pub(crate) const WRITE_SQL: &str = "\
-BEGIN IMMEDIATE;
+/// The statements every batch runs. Parameters in order: sales, users, orders, waitlist entries,
+/// each a JSON array of rows whose items are read by index. Orders and waitlist entries are
+/// upserts: their latest state wins. Anonymous `?` only: in a multi-statement query the driver
+/// hands arguments out in order, and numbered `?N` placeholders would be counted against that
+/// order.
+macro_rules! sale_statements {
+    () => {
+        "\
 INSERT OR IGNORE INTO sales (id, name, stock, price_cents, starts_at, ends_at, per_user_limit, hold_seconds, \
 created_at)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8
@@ -29,19 +31,53 @@ value->>9, value->>10
 INSERT INTO waitlist (sale_id, position, user_id, quantity, joined_at, status, order_seq)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?) WHERE true
     ON CONFLICT (sale_id, position) DO UPDATE SET status = excluded.status, order_seq = excluded.order_seq;
-COMMIT;";
+"
+    };
+}
+
+/// A batch without auction records: the flash-sale hot path pays for nothing else.
+pub(crate) const WRITE_SQL: &str = concat!("BEGIN IMMEDIATE;\n", sale_statements!(), "COMMIT;");
+
+/// A batch with auction records: then three more parameters follow, new auctions, auction
+/// states (at most one per auction) and bids. Auctions are inserted before their states.
+pub(crate) const WRITE_WITH_AUCTIONS_SQL: &str = concat!(
+    "BEGIN IMMEDIATE;\n",
+    sale_statements!(),
+    "\
+INSERT OR IGNORE INTO auctions (id, title, seller_id, starting_price_cents, reserve_price_cents, buy_now_price_cents, \
+starts_at, scheduled_end, soft_close_seconds, extend_seconds, max_extensions, ladder, payment_seconds, created_at, \
+ends_at, extensions)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, \
+value->>9, value->>10, value->>11, value->>12, value->>13, value->>7, 0
+    FROM json_each(?);
+UPDATE auctions SET ends_at = s.value->>1, extensions = s.value->>2, ended_at = s.value->>3, \
+end_reason = s.value->>4, winner_id = s.value->>5, final_price_cents = s.value->>6
+    FROM json_each(?) AS s WHERE auctions.id = s.value->>0;
+INSERT OR IGNORE INTO bids (auction_id, seq, user_id, max_amount_cents, placed_at, idempotency_key, status, \
+price_after_cents, leader_after)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8
+    FROM json_each(?);
+COMMIT;"
+);
 
 type SaleRow<'a> = (&'a str, &'a str, u32, i64, i64, Option<i64>, u32, u32, i64);
 type UserRow<'a> = (&'a str, &'a str, &'a str, i64);
 type OrderRow<'a> = (u64, &'a str, u32, &'a str, u32, &'a str, i64, i64, i64, Option<&'a str>, Option<&'a str>);
 type WaitlistRow<'a> = (&'a str, u32, &'a str, u32, i64, &'a str, Option<u32>);
 
-/// The four JSON parameters of `WRITE_SQL`.
+/// The JSON parameters of `WRITE_SQL`, and of `WRITE_WITH_AUCTIONS_SQL` when `auctions` is set.
 pub(crate) struct Rows {
     pub sales: String,
     pub users: String,
     pub orders: String,
     pub waitlist: String,
+    pub auctions: Option<AuctionRows>,
+}
+
+pub(crate) struct AuctionRows {
+    pub auctions: String,
+    pub states: String,
+    pub bids: String,
 }
 
 impl Rows {
@@ -80,7 +116,11 @@ impl Rows {
                         order_seq,
                     ));
                 }
-                Record::Order { .. } | Record::Probe { .. } => {}
+                Record::Order { .. }
+                | Record::Probe { .. }
+                | Record::Auction { .. }
+                | Record::AuctionState { .. }
+                | Record::Bid { .. } => {}
             }
         }
         Ok(Self {
@@ -88,6 +128,7 @@ impl Rows {
             users: serde_json::to_string(&users)?,
             orders: serde_json::to_string(&latest_orders(records))?,
             waitlist: serde_json::to_string(&waitlist)?,
+            auctions: auction_rows(records)?,
         })
     }
 }
@@ -119,4 +160,84 @@ fn order_row<'a>(key: u64, sale_id: &'a str, order: &'a Order) -> OrderRow<'a> {
         order.idempotency_key.as_ref().map(IdempotencyKey::as_str),
         order.payment_ref.as_deref(),
     )
+}
+
+type AuctionRow<'a> =
+    (&'a str, &'a str, &'a str, i64, Option<i64>, Option<i64>, i64, i64, u32, u32, Option<u32>, String, u32, i64);
+type AuctionStateRow<'a> = (&'a str, i64, u32, Option<i64>, Option<&'static str>, Option<&'a str>, Option<i64>);
+type BidRow<'a> = (&'a str, u32, &'a str, i64, i64, Option<&'a str>, &'static str, i64, &'a str);
+
+/// The auction parameters, or None when the batch has no auction record.
+fn auction_rows(records: &[Record]) -> Result<Option<AuctionRows>, serde_json::Error> {
+    let mut auctions: Vec<AuctionRow> = Vec::new();
+    let mut bids: Vec<BidRow> = Vec::new();
+    for record in records {
+        match record {
+            Record::Auction { id, config, payment_seconds } => auctions.push((
+                id,
+                &config.title,
+                &config.seller_id,
+                config.starting_price_cents,
+                config.reserve_price_cents,
+                config.buy_now_price_cents,
+                config.starts_at.0,
+                config.ends_at.0,
+                config.soft_close_seconds,
+                config.extend_seconds,
+                config.max_extensions,
+                serde_json::to_string(config.ladder.steps())?,
+                *payment_seconds,
+                config.created_at.0,
+            )),
+            Record::Bid { auction_id, bid } => bids.push((
+                auction_id,
+                bid.seq,
+                bid.user.as_str(),
+                bid.max_amount_cents,
+                bid.placed_at.0,
+                bid.idempotency_key.as_ref().map(IdempotencyKey::as_str),
+                bid.status.as_str(),
+                bid.price_after_cents,
+                bid.leader_after.as_str(),
+            )),
+            Record::Sale { .. }
+            | Record::Order { .. }
+            | Record::Waitlist { .. }
+            | Record::User(_)
+            | Record::AuctionState { .. }
+            | Record::Probe { .. } => {}
+        }
+    }
+    let states = latest_auction_states(records);
+    if auctions.is_empty() && states.is_empty() && bids.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(AuctionRows {
+        auctions: serde_json::to_string(&auctions)?,
+        states: serde_json::to_string(&states)?,
+        bids: serde_json::to_string(&bids)?,
+    }))
+}
+
+/// Each auction's state once, its latest: an UPDATE meeting one row twice picks either.
+fn latest_auction_states(records: &[Record]) -> Vec<AuctionStateRow<'_>> {
+    let mut seen = HashSet::new();
+    let mut rows = Vec::new();
+    for record in records.iter().rev() {
+        let Record::AuctionState { id, ends_at, extensions, outcome } = record else { continue };
+        if !seen.insert(id) {
+            continue;
+        }
+        let outcome = outcome.as_ref();
+        rows.push((
+            &**id,
+            ends_at.0,
+            *extensions,
+            outcome.map(|o| o.ended_at.0),
+            outcome.map(|o| o.reason.as_str()),
+            outcome.and_then(|o| o.winner.as_ref()).map(UserId::as_str),
+            outcome.map(|o| o.price_cents),
+        ));
+    }
+    rows
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stampede_core::{Order, SaleConfig, WaitlistEntry};
+use stampede_core::{AuctionConfig, Bid, Order, Outcome, SaleConfig, Timestamp, WaitlistEntry};
 use tokio::sync::{oneshot, Notify};
 
 use super::store::{Store, StoreTotals};
@@ -32,6 +32,22 @@ pub(crate) enum Record {
         entry: WaitlistEntry,
     },
     User(UserRecord),
+    Auction {
+        id: Arc<str>,
+        config: AuctionConfig,
+        payment_seconds: u32,
+    },
+    /// The parts of an auction that change; the latest per auction wins.
+    AuctionState {
+        id: Arc<str>,
+        ends_at: Timestamp,
+        extensions: u32,
+        outcome: Option<Outcome>,
+    },
+    Bid {
+        auction_id: Arc<str>,
+        bid: Bid,
+    },
     /// Reads the store's totals for a sale after everything appended before it is durable.
     Probe {
         sale_id: Arc<str>,

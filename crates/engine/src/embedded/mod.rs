@@ -2,6 +2,7 @@
 //! lock on the purchase path), every change journaled to SQLite with group commit before the
 //! call returns. On open, memory is rebuilt from SQLite and overdue holds are expired.
 
+mod auctions;
 mod batch;
 mod journal;
 mod store;
@@ -13,14 +14,15 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use stampede_core::{Quantity, Sale, SaleError, Timestamp, Touched, UserId};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use self::journal::{Journal, Lsn, Record};
 use crate::backend::{
-    unavailable, Backend, EngineError, Ledger, LedgerCounts, NewSale, NewUser, OrderView, PurchaseCommand,
-    PurchaseResult, SaleView, UserRecord,
+    unavailable, AuctionView, Backend, BidCommand, BidResult, EngineError, Ledger, LedgerCounts, NewAuction, NewSale,
+    NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView, UserRecord,
 };
+use crate::changes::{self, Change};
 use crate::{ids, lock};
 
 #[derive(Debug, Clone)]
@@ -33,10 +35,13 @@ pub struct EmbeddedOptions {
 pub struct Embedded {
     // std RwLock: sales are added rarely and looked up on every request; never held across await.
     sales: RwLock<HashMap<Arc<str>, Arc<SaleSlot>>>,
+    // std RwLock, as for sales.
+    auctions: RwLock<HashMap<Arc<str>, Arc<auctions::AuctionSlot>>>,
     users: Mutex<HashMap<String, UserRecord>>,
     journal: Arc<Journal>,
     writer: Mutex<Option<JoinHandle<()>>>,
     next_order_key: AtomicU64,
+    changes: broadcast::Sender<Change>,
 }
 
 pub(crate) struct SaleSlot {
@@ -67,16 +72,20 @@ impl Embedded {
         std::fs::create_dir_all(&options.data_dir).map_err(unavailable)?;
         let path = options.data_dir.join("stampede.db");
         let mut conn = store::open(&path, options.synchronous_full).await.map_err(unavailable)?;
-        let loaded = store::load(&mut conn).await.map_err(unavailable)?;
+        let mut loaded = store::load(&mut conn).await.map_err(unavailable)?;
         let journal = Journal::new();
         let engine = Arc::new(Self {
             sales: RwLock::default(),
+            auctions: RwLock::default(),
             users: Mutex::default(),
             journal: journal.clone(),
             writer: Mutex::new(None),
             next_order_key: AtomicU64::new(loaded.next_order_key),
+            changes: changes::feed(),
         });
+        let stored_auctions = std::mem::take(&mut loaded.auctions);
         engine.restore(loaded)?;
+        engine.restore_auctions(stored_auctions)?;
         let store = store::Store::new(path, options.synchronous_full, conn);
         *lock(&engine.writer) = Some(tokio::spawn(journal::run_writer(journal, store)));
         Ok(engine)
@@ -128,7 +137,17 @@ impl Embedded {
         for &seq in &touched.orders {
             shard.meta[seq as usize].lsn = lsn;
         }
+        self.announce(&slot.id, &shard.sale, &touched);
         (outcome, lsn)
+    }
+
+    /// Sent in the step's lock scope, so followers see a sale's changes in decision order.
+    fn announce(&self, sale_id: &Arc<str>, sale: &Sale, touched: &Touched) {
+        let _ = self.changes.send(Change::Sale { sale_id: sale_id.clone() });
+        for order in touched.orders.iter().filter_map(|&seq| sale.order(seq)) {
+            let order_id = ids::order_id(sale_id, order.seq);
+            let _ = self.changes.send(Change::Order { user: order.user.clone(), order_id });
+        }
     }
 
     fn records_of(&self, slot: &SaleSlot, shard: &SaleShard, touched: &Touched) -> Vec<Record> {
@@ -284,6 +303,26 @@ impl Backend for Embedded {
         Ok(expired)
     }
 
+    async fn create_auction(&self, auction: NewAuction, now: Timestamp) -> Result<AuctionView, EngineError> {
+        self.create_auction_now(auction, now).await
+    }
+
+    async fn auction(&self, auction_id: &str, now: Timestamp) -> Result<AuctionView, EngineError> {
+        self.auction_now(auction_id, now).await
+    }
+
+    async fn bid(&self, command: BidCommand, now: Timestamp) -> Result<BidResult, EngineError> {
+        self.bid_now(command, now).await
+    }
+
+    async fn buy_now(&self, auction_id: &str, user: &UserId, now: Timestamp) -> Result<AuctionView, EngineError> {
+        self.buy_now_now(auction_id, user, now).await
+    }
+
+    async fn close_due_auctions(&self, now: Timestamp) -> Result<usize, EngineError> {
+        self.close_due_auctions_now(now).await
+    }
+
     async fn ledger(&self, sale_id: &str) -> Result<Ledger, EngineError> {
         let slot = self.slot(sale_id).ok_or(EngineError::SaleNotFound)?;
         let (reply, answer) = oneshot::channel();
@@ -342,6 +381,10 @@ impl Backend for Embedded {
             self.journal.wait_durable(self.journal.last_lsn()).await?;
         }
         Ok(user)
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     async fn ready(&self) -> bool {

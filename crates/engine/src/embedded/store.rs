@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection};
-use stampede_core::{IdempotencyKey, Order, OrderStatus, SaleConfig, Timestamp, UserId, WaitlistEntry, WaitlistStatus};
+use stampede_core::{
+    AuctionConfig, Bid, BidStatus, EndReason, IdempotencyKey, Ladder, Order, OrderStatus, Outcome, SaleConfig,
+    Timestamp, UserId, WaitlistEntry, WaitlistStatus,
+};
 
 use super::batch;
 use super::journal::Record;
@@ -20,6 +23,18 @@ pub(crate) struct Loaded {
     pub users: Vec<UserRecord>,
     /// The row key the next new order gets.
     pub next_order_key: u64,
+    pub auctions: Vec<StoredAuction>,
+}
+
+pub(crate) struct StoredAuction {
+    pub id: String,
+    pub config: AuctionConfig,
+    pub payment_seconds: u32,
+    pub ends_at: Timestamp,
+    pub extensions: u32,
+    pub outcome: Option<Outcome>,
+    /// In seq order.
+    pub bids: Vec<Bid>,
 }
 
 pub(crate) struct StoredSale {
@@ -131,13 +146,12 @@ impl Snapshot {
 /// more than parsing the JSON.
 async fn write(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), sqlx::Error> {
     let rows = batch::Rows::of(records).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let written = sqlx::query(batch::WRITE_SQL)
-        .bind(rows.sales)
-        .bind(rows.users)
-        .bind(rows.orders)
-        .bind(rows.waitlist)
-        .execute(&mut *conn)
-        .await;
+    let sql = if rows.auctions.is_some() { batch::WRITE_WITH_AUCTIONS_SQL } else { batch::WRITE_SQL };
+    let mut query = sqlx::query(sql).bind(rows.sales).bind(rows.users).bind(rows.orders).bind(rows.waitlist);
+    if let Some(auctions) = rows.auctions {
+        query = query.bind(auctions.auctions).bind(auctions.states).bind(auctions.bids);
+    }
+    let written = query.execute(&mut *conn).await;
     if written.is_err() {
         // A statement failed inside the explicit transaction: leave no transaction open.
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -199,7 +213,8 @@ pub(crate) async fn load(conn: &mut SqliteConnection) -> Result<Loaded, sqlx::Er
     let next_order_key = load_orders(conn, &mut sales).await?;
     load_waitlist(conn, &mut sales).await?;
     let users = load_users(conn).await?;
-    Ok(Loaded { sales: sales.into_values().collect(), users, next_order_key })
+    let auctions = load_auctions(conn).await?;
+    Ok(Loaded { sales: sales.into_values().collect(), users, next_order_key, auctions })
 }
 
 async fn load_orders(
@@ -302,4 +317,93 @@ async fn load_users(conn: &mut SqliteConnection) -> Result<Vec<UserRecord>, sqlx
             })
         })
         .collect()
+}
+
+async fn load_auctions(conn: &mut SqliteConnection) -> Result<Vec<StoredAuction>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, title, seller_id, starting_price_cents, reserve_price_cents, buy_now_price_cents, starts_at, \
+         scheduled_end, soft_close_seconds, extend_seconds, max_extensions, ladder, payment_seconds, created_at, \
+         ends_at, extensions, ended_at, end_reason, winner_id, final_price_cents FROM auctions ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut auctions = BTreeMap::new();
+    for row in rows {
+        let auction = auction_of(&row)?;
+        auctions.insert(auction.id.clone(), auction);
+    }
+    let bids = sqlx::query(
+        "SELECT auction_id, seq, user_id, max_amount_cents, placed_at, idempotency_key, status, price_after_cents, \
+         leader_after FROM bids ORDER BY auction_id, seq",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in bids {
+        let auction_id: String = row.try_get(0)?;
+        let auction =
+            auctions.get_mut(&auction_id).ok_or_else(|| corrupt(format!("bid on unknown auction {auction_id}")))?;
+        auction.bids.push(bid_of(&row)?);
+    }
+    Ok(auctions.into_values().collect())
+}
+
+fn user_id(text: &str) -> Result<UserId, sqlx::Error> {
+    UserId::new(text).map_err(|e| corrupt(e.to_string()))
+}
+
+fn auction_of(row: &sqlx::sqlite::SqliteRow) -> Result<StoredAuction, sqlx::Error> {
+    let ladder: String = row.try_get(11)?;
+    let steps: Vec<(i64, i64)> = serde_json::from_str(&ladder).map_err(|e| corrupt(e.to_string()))?;
+    let config = AuctionConfig {
+        title: row.try_get(1)?,
+        seller_id: row.try_get(2)?,
+        starting_price_cents: row.try_get(3)?,
+        reserve_price_cents: row.try_get(4)?,
+        buy_now_price_cents: row.try_get(5)?,
+        starts_at: Timestamp(row.try_get(6)?),
+        ends_at: Timestamp(row.try_get(7)?),
+        soft_close_seconds: row.try_get(8)?,
+        extend_seconds: row.try_get(9)?,
+        max_extensions: row.try_get(10)?,
+        ladder: Ladder::new(steps).map_err(|e| corrupt(e.to_string()))?,
+        created_at: Timestamp(row.try_get(13)?),
+    };
+    let ended_at: Option<i64> = row.try_get(16)?;
+    let reason: Option<String> = row.try_get(17)?;
+    let winner: Option<String> = row.try_get(18)?;
+    let outcome = match (ended_at, reason) {
+        (Some(ended_at), Some(reason)) => Some(Outcome {
+            ended_at: Timestamp(ended_at),
+            reason: EndReason::parse(&reason).ok_or_else(|| corrupt(format!("end reason {reason:?}")))?,
+            winner: winner.as_deref().map(user_id).transpose()?,
+            price_cents: row.try_get::<Option<i64>, _>(19)?.unwrap_or(config.starting_price_cents),
+        }),
+        _ => None,
+    };
+    Ok(StoredAuction {
+        id: row.try_get(0)?,
+        config,
+        payment_seconds: row.try_get(12)?,
+        ends_at: Timestamp(row.try_get(14)?),
+        extensions: row.try_get(15)?,
+        outcome,
+        bids: Vec::new(),
+    })
+}
+
+fn bid_of(row: &sqlx::sqlite::SqliteRow) -> Result<Bid, sqlx::Error> {
+    let user: String = row.try_get(2)?;
+    let key: Option<String> = row.try_get(5)?;
+    let status: String = row.try_get(6)?;
+    let leader: String = row.try_get(8)?;
+    Ok(Bid {
+        seq: row.try_get(1)?,
+        user: user_id(&user)?,
+        max_amount_cents: row.try_get(3)?,
+        placed_at: Timestamp(row.try_get(4)?),
+        idempotency_key: key.map(|k| IdempotencyKey::new(&k)).transpose().map_err(|e| corrupt(e.to_string()))?,
+        status: BidStatus::parse(&status).ok_or_else(|| corrupt(format!("bid status {status:?}")))?,
+        price_after_cents: row.try_get(7)?,
+        leader_after: user_id(&leader)?,
+    })
 }

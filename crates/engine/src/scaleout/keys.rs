@@ -1,5 +1,8 @@
 //! Redis key names. Every key of one sale carries the sale id as its hash tag, so a sale lives
-//! in one cluster slot and each of its scripts runs on one node.
+//! in one cluster slot and each of its scripts runs on one node; an auction's keys carry the id
+//! of the sale its lot becomes.
+
+use crate::ids;
 
 /// The keys of one sale (or one bucket of a sale) in the order the sale scripts take them (see
 /// `lua/sale.lua`).
@@ -12,6 +15,9 @@ pub const ORDERS: usize = 2;
 pub const USEQ: usize = 4;
 pub const EVENTS: usize = 9;
 pub const OUTBOX: usize = 10;
+
+/// An auction's own keys, after its lot sale's 12 (see `lua/auction.lua`).
+pub const AUCTION_KEY_NAMES: [&str; 3] = ["auction", "bids", "bidkeys"];
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -36,6 +42,37 @@ impl Keys {
     /// all (expiry, order sink).
     pub fn sales(&self) -> String {
         format!("{}:sales", self.namespace)
+    }
+
+    /// The keys of an auction: its lot sale's keys (the sale a win creates, see
+    /// [`ids::lot_sale_id`]), then the auction's own under the same hash tag, so the step that
+    /// ends the auction can create the winner's order atomically (see `lua/auction.lua`).
+    pub fn auction(&self, auction_id: &str) -> Vec<String> {
+        let lot = ids::lot_sale_id(auction_id);
+        let mut keys = self.sale(&lot).to_vec();
+        keys.extend(AUCTION_KEY_NAMES.map(|name| format!("{}:{{{lot}}}:{name}", self.namespace)));
+        keys
+    }
+
+    /// The hash holding an auction's configuration and state.
+    pub fn auction_hash(&self, auction_id: &str) -> String {
+        format!("{}:{{{}}}:{}", self.namespace, ids::lot_sale_id(auction_id), AUCTION_KEY_NAMES[0])
+    }
+
+    /// Every auction ever created, for the jobs that read every stream (order sink).
+    pub fn auctions(&self) -> String {
+        format!("{}:auctions", self.namespace)
+    }
+
+    /// Auctions by the time they next need a look from the close sweep (their end, or earlier
+    /// when it has since moved out): removed once closed and their lot listed.
+    pub fn auctions_due(&self) -> String {
+        format!("{}:auctions:due", self.namespace)
+    }
+
+    /// The channel every step publishes its changes on (see `lua/sale.lua`).
+    pub fn changes(&self) -> String {
+        format!("{}:changes", self.namespace)
     }
 
     /// The sales a user has orders or waitlist entries in, written before the step that makes

@@ -1,7 +1,8 @@
-//! What the sale scripts store and put on the streams, as JSON: sales, orders, waitlist entries.
+//! What the scripts store and put on the streams, as JSON: sales, orders, waitlist entries,
+//! auctions and bids.
 
 use serde::{Deserialize, Serialize};
-use stampede_core::{OrderStatus, Timestamp};
+use stampede_core::{AuctionConfig, OrderStatus, Timestamp};
 
 use super::keys;
 use crate::backend::OrderView;
@@ -98,6 +99,8 @@ pub enum Event {
     Sale(SaleRecord),
     Order(String, OrderRecord),
     Waitlist(String, WaitlistRecord),
+    Auction(Box<AuctionRow>),
+    Bid(BidRecord),
 }
 
 impl Event {
@@ -107,7 +110,100 @@ impl Event {
             "s" => serde_json::from_str(json).ok().map(Event::Sale),
             "o" => OrderRecord::parse(json).map(|order| Event::Order(sale_id.to_owned(), order)),
             "w" => serde_json::from_str(json).ok().map(|entry| Event::Waitlist(sale_id.to_owned(), entry)),
+            "A" => serde_json::from_str(json).ok().map(|row| Event::Auction(Box::new(row))),
+            "b" => BidRecord::parse(json).map(Event::Bid),
             _ => None,
         }
+    }
+}
+
+/// An auction's configuration as created: handed to the create script, stored with the
+/// auction and carried by every row of it on the stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuctionConfigRecord {
+    pub id: String,
+    pub title: String,
+    pub seller: String,
+    pub start: i64,
+    pub reserve: Option<i64>,
+    pub buy_now: Option<i64>,
+    pub starts: i64,
+    /// The scheduled end (soft close may move the actual end later).
+    pub ends: i64,
+    pub soft: u32,
+    pub extend: u32,
+    pub max_ext: Option<u32>,
+    /// `(from, increment)` steps.
+    pub ladder: Vec<(i64, i64)>,
+    /// Seconds the winner has to pay.
+    pub payment: u32,
+    pub created: i64,
+}
+
+impl AuctionConfigRecord {
+    pub fn of(id: &str, config: &AuctionConfig, payment_seconds: u32) -> Self {
+        Self {
+            id: id.to_owned(),
+            title: config.title.clone(),
+            seller: config.seller_id.clone(),
+            start: config.starting_price_cents,
+            reserve: config.reserve_price_cents,
+            buy_now: config.buy_now_price_cents,
+            starts: config.starts_at.0,
+            ends: config.ends_at.0,
+            soft: config.soft_close_seconds,
+            extend: config.extend_seconds,
+            max_ext: config.max_extensions,
+            ladder: config.ladder.steps().to_vec(),
+            payment: payment_seconds,
+            created: config.created_at.0,
+        }
+    }
+}
+
+/// How an auction ended.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutcomeRecord {
+    pub at: i64,
+    /// closed | bought_now
+    pub r: String,
+    pub w: Option<String>,
+    pub p: i64,
+}
+
+/// An auction's whole row after one change: configuration and state, versioned.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuctionRow {
+    pub cfg: AuctionConfigRecord,
+    pub ends: i64,
+    pub ext: u32,
+    pub price: i64,
+    pub leader: Option<String>,
+    pub n: u32,
+    pub v: i64,
+    pub o: Option<OutcomeRecord>,
+}
+
+/// One accepted bid as recorded: the answer it got, replayed for idempotent retries.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BidRecord {
+    /// The auction id.
+    pub a: String,
+    pub seq: u32,
+    pub u: String,
+    /// The bidder's maximum.
+    pub m: i64,
+    pub t: i64,
+    pub k: Option<String>,
+    /// leading | outbid, right after this bid
+    pub s: String,
+    /// Price and leader right after this bid.
+    pub p: i64,
+    pub l: String,
+}
+
+impl BidRecord {
+    pub fn parse(json: &str) -> Option<Self> {
+        serde_json::from_str(json).ok()
     }
 }

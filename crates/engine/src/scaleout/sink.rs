@@ -1,4 +1,4 @@
-//! The order sink: moves every sale's stream into Postgres. Each replica runs one as a member
+//! The order sink: moves every sale's (and auction's) stream into Postgres. Each replica runs one as a member
 //! of the sale streams' consumer group `sink`: it reads new entries, writes them in one
 //! idempotent transaction, then acknowledges and deletes them. Entries a dead replica read but
 //! never acknowledged are claimed by the others once idle for [`CLAIM_IDLE`].
@@ -19,6 +19,7 @@ use super::conn::RedisConn;
 use super::keys::{self, Keys};
 use super::records::Event;
 use super::store::Store;
+use crate::ids;
 
 pub const GROUP: &str = "sink";
 const POLL: Duration = Duration::from_millis(20);
@@ -87,10 +88,22 @@ impl Sink {
         }
     }
 
-    /// One round over every sale: read, write to Postgres, acknowledge. Returns entries moved.
+    /// Every bucket of every sale, and the stream of every auction (its lot sale's), once.
+    async fn streams(&self) -> Result<Vec<String>, String> {
+        let (mut sales, mut auctions) = (self.redis.clone(), self.redis.clone());
+        let (sales, auctions) =
+            tokio::join!(sales.smembers::<_, Vec<String>>(self.keys.sales()), auctions.smembers(self.keys.auctions()));
+        let mut buckets = sales.map_err(|e| e.to_string())?;
+        let auctions: Vec<String> = auctions.map_err(|e| e.to_string())?;
+        buckets.extend(auctions.iter().map(|auction_id| ids::lot_sale_id(auction_id)));
+        buckets.sort_unstable();
+        buckets.dedup();
+        Ok(buckets)
+    }
+
+    /// One round over every stream: read, write to Postgres, acknowledge. Returns entries moved.
     pub async fn pass(&self, claim: bool) -> Result<usize, String> {
-        let mut buckets: Vec<String> =
-            self.redis.clone().smembers(self.keys.sales()).await.map_err(|e| e.to_string())?;
+        let mut buckets = self.streams().await?;
         {
             let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
             quiet.1 += 1;

@@ -1,5 +1,8 @@
-//! Postgres, the system of record: sales, orders and waitlist entries arrive from the streams
-//! through the order sink; accounts are written directly (rare, not on the hot path).
+//! Postgres, the system of record: sales, orders, waitlist entries, auctions and bids arrive
+//! from the streams through the order sink; accounts are written directly (rare, not on the hot
+//! path).
+
+mod auctions;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +11,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
 use stampede_core::Timestamp;
 
-use super::records::{Event, OrderRecord, SaleRecord, WaitlistRecord};
+use super::records::{AuctionRow, BidRecord, Event, OrderRecord, SaleRecord, WaitlistRecord};
 use crate::backend::{NewUser, UserRecord};
 
 /// Units by order status, and orders of every status, as the store has them for one sale.
@@ -48,6 +51,8 @@ impl Store {
         let mut sales: Vec<&SaleRecord> = Vec::new();
         let mut orders: BTreeMap<(&str, u32), &OrderRecord> = BTreeMap::new();
         let mut entries: BTreeMap<(&str, u32), &WaitlistRecord> = BTreeMap::new();
+        let mut auctions: BTreeMap<&str, &AuctionRow> = BTreeMap::new();
+        let mut bids: BTreeMap<(&str, u32), &BidRecord> = BTreeMap::new();
         for event in events {
             match event {
                 Event::Sale(sale) => sales.push(sale),
@@ -62,6 +67,15 @@ impl Store {
                     if slot.v < entry.v {
                         *slot = entry;
                     }
+                }
+                Event::Auction(row) => {
+                    let slot = auctions.entry(row.cfg.id.as_str()).or_insert(row);
+                    if slot.v < row.v {
+                        *slot = row;
+                    }
+                }
+                Event::Bid(bid) => {
+                    bids.insert((bid.a.as_str(), bid.seq), bid);
                 }
             }
         }
@@ -90,6 +104,12 @@ impl Store {
         }
         if !entries.is_empty() {
             write_waitlist(&mut tx, entries).await?;
+        }
+        if !auctions.is_empty() {
+            auctions::write_auctions(&mut tx, auctions).await?;
+        }
+        if !bids.is_empty() {
+            auctions::write_bids(&mut tx, bids).await?;
         }
         tx.commit().await
     }

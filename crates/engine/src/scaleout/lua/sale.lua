@@ -25,13 +25,57 @@
 --
 -- Orders: {seq, u, q, s (held|paid|cancelled|expired), c, e, up, v (version), k?, p?}.
 -- Waitlist entries: {pos, u, q, j, s (w|g|d), g? (granted seq), v}.
--- Replies are arrays of strings: {'ok', ...} or {'err', code}.
+-- Replies are arrays of strings: {'ok', ...} or {'err', code}, padded to two elements by
+-- `announce` when the step changed anything, which then appends the step's change message.
+--
+-- Change feed: every step that changes something publishes one message on
+-- `<namespace>:changes` naming what changed (see `scaleout/feed.rs`): length-prefixed tokens
+-- (`<bytes>:<text>`), first the origin (the calling replica, the last ARGV of every script) and
+-- the sale id, then `s` (the sale), `o <seq> <user>` (an order), `a <auction id>`, `x <user>`
+-- (outbid), `w <user>` (won). One PUBLISH of a short string per step, in decision order.
+
+local feed = {}
+local sale_touched = false
+
+local function note(...)
+  for i = 1, select('#', ...) do
+    local token = select(i, ...)
+    feed[#feed + 1] = #token .. ':' .. token
+  end
+end
+
+local function touch()
+  if not sale_touched then
+    sale_touched = true
+    note('s')
+  end
+end
+
+-- Publishes what the step changed (nothing when it changed nothing) and hands the message to
+-- the caller too, as the reply's third element, so its own replica's followers hear of the
+-- change before the reply.
+local function announce(reply)
+  if #feed == 0 then
+    return reply
+  end
+  local namespace, bucket = string.match(KEYS[1], '^(.*):{([^{}]*)}:[^:]*$')
+  local sale_id = string.gsub(bucket, '%.%d+$', '')
+  local origin = ARGV[#ARGV]
+  local message = #origin .. ':' .. origin .. #sale_id .. ':' .. sale_id .. table.concat(feed)
+  redis.call('PUBLISH', namespace .. ':changes', message)
+  while #reply < 2 do
+    reply[#reply + 1] = ''
+  end
+  reply[3] = message
+  return reply
+end
 
 local function count(field)
   return tonumber(redis.call('HGET', KEYS[2], field)) or 0
 end
 
 local function add(field, delta)
+  touch()
   redis.call('HINCRBY', KEYS[2], field, delta)
 end
 
@@ -69,6 +113,8 @@ local function buyable()
 end
 
 local function save_order(order)
+  touch()
+  note('o', tostring(order.seq), order.u)
   local json = cjson.encode(order)
   redis.call('HSET', KEYS[3], order.seq, json)
   redis.call('XADD', KEYS[10], '*', 't', 'o', 'j', json)
@@ -76,6 +122,7 @@ local function save_order(order)
 end
 
 local function save_entry(entry)
+  touch()
   local json = cjson.encode(entry)
   redis.call('HSET', KEYS[8], entry.pos, json)
   redis.call('XADD', KEYS[10], '*', 't', 'w', 'j', json)
