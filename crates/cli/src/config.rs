@@ -34,9 +34,13 @@ pub struct ServeArgs {
     /// connections that idle that long [default: 30000].
     #[arg(long, env = "STAMPEDE_HEADER_TIMEOUT_MS")]
     pub header_timeout_ms: Option<u64>,
-    /// Open connections at most [default: 20000].
+    /// Open connections at most, live streams included [default: 300000]. The open-files limit
+    /// is raised to its hard limit at start; the log says when that is lower.
     #[arg(long, env = "STAMPEDE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Live streams (SSE and WebSocket) open at most; one more gets 503 [default: 250000].
+    #[arg(long, env = "STAMPEDE_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
     /// Lifetime of session tokens from POST /v1/sessions, in seconds [default: 86400].
     #[arg(long, env = "STAMPEDE_SESSION_TTL_SECONDS")]
     pub session_ttl_seconds: Option<u64>,
@@ -94,6 +98,7 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     header_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
+    max_streams: Option<usize>,
     session_ttl_seconds: Option<u64>,
     sync: Option<SyncMode>,
     limits: Option<Switch>,
@@ -113,6 +118,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    pub max_streams: usize,
     pub session_ttl_seconds: u64,
     pub sync: SyncMode,
     pub limits: Switch,
@@ -144,7 +150,8 @@ impl Config {
                 args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(10_000),
             ),
             header_timeout: Duration::from_millis(args.header_timeout_ms.or(file.header_timeout_ms).unwrap_or(30_000)),
-            max_connections: args.max_connections.or(file.max_connections).unwrap_or(20_000),
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(300_000),
+            max_streams: args.max_streams.or(file.max_streams).unwrap_or(250_000),
             session_ttl_seconds: args.session_ttl_seconds.or(file.session_ttl_seconds).unwrap_or(86_400),
             sync: args.sync.or(file.sync).unwrap_or(SyncMode::Full),
             limits: args.limits.or(file.limits).unwrap_or(Switch::On),

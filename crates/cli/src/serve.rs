@@ -49,6 +49,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("limits are off: no rate limits, bans or proof-of-work");
     }
 
+    raise_open_files_limit(config.max_connections);
     let (stop_jobs, jobs_stopped) = watch::channel(false);
     let expiry = tokio::spawn(stampede_engine::expiry::run(backend.clone(), jobs_stopped));
 
@@ -56,6 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         request_timeout: config.request_timeout,
         header_read_timeout: config.header_timeout,
         max_connections: config.max_connections,
+        max_streams: config.max_streams,
         session_ttl_seconds: config.session_ttl_seconds,
         ..HttpSettings::default()
     };
@@ -74,6 +76,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     backend.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every connection is a file descriptor: lift the soft limit to the hard one, and say so when
+/// even that is below what `max_connections` asks for (connections beyond it wait in the kernel
+/// backlog, and accept errors are logged).
+fn raise_open_files_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+        let raised = unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+            }
+        };
+        let wanted = max_connections as u64 + 1024;
+        if !raised || (limit.rlim_cur as u64) < wanted {
+            tracing::warn!(open_files = limit.rlim_cur as u64, wanted, "the open-files limit is below max_connections");
+        }
+    }
 }
 
 async fn shutdown_signal() {

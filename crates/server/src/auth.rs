@@ -90,6 +90,23 @@ impl FromRequestParts<AppState> for User {
     }
 }
 
+/// A user on a stream route: the token comes in the `Authorization` header or, for clients
+/// that cannot set headers (browser `EventSource` and `WebSocket`), as `?access_token=`.
+pub struct StreamUser(pub UserId);
+
+impl FromRequestParts<AppState> for StreamUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let from_query = || {
+            let query = parts.uri.query()?;
+            query.split('&').find_map(|pair| pair.strip_prefix("access_token="))
+        };
+        let token = bearer(parts).or_else(from_query).ok_or_else(ApiError::unauthorized)?;
+        state.auth.verify(token).map(StreamUser).ok_or_else(ApiError::unauthorized)
+    }
+}
+
 /// A request made with the admin token. A user token here is forbidden, anything else
 /// unauthorized.
 pub struct Admin;

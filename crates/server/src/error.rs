@@ -3,7 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use stampede_core::{SaleError, ValidationError};
+use stampede_core::{AuctionError, SaleError, ValidationError};
 use stampede_engine::EngineError;
 
 #[derive(Debug, Clone)]
@@ -99,11 +99,26 @@ impl From<SaleError> for ApiError {
     }
 }
 
+impl From<AuctionError> for ApiError {
+    fn from(error: AuctionError) -> Self {
+        let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, error.to_string());
+        match error {
+            AuctionError::NotLive => conflict("auction_not_live"),
+            AuctionError::BidTooLow { .. } => conflict("bid_too_low"),
+            AuctionError::BuyNowUnavailable => conflict("buy_now_unavailable"),
+            AuctionError::KeyReused => conflict("idempotency_key_reused"),
+            AuctionError::SellerMayNotBid => ApiError::new(StatusCode::FORBIDDEN, "forbidden", error.to_string()),
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::Sale(sale) => sale.into(),
             EngineError::SaleNotFound => ApiError::not_found("sale"),
+            EngineError::Auction(auction) => auction.into(),
+            EngineError::AuctionNotFound => ApiError::not_found("auction"),
             EngineError::UsernameTaken => {
                 ApiError::new(StatusCode::CONFLICT, "username_taken", "that username is taken")
             }

@@ -1,5 +1,6 @@
 //! Stampede's HTTP API: `app(state)` builds the router, `serve` runs it until shutdown.
 
+mod auctions;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -7,6 +8,7 @@ mod ops;
 mod orders;
 mod sales;
 mod serve;
+pub mod streams;
 mod users;
 
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub struct HttpSettings {
     pub session_ttl_seconds: u64,
     /// Password hashes computed at once (each takes ~20 MiB and tens of ms of CPU).
     pub hashing_slots: usize,
+    /// Live streams (SSE and WebSocket) open at once; one more gets 503.
+    pub max_streams: usize,
 }
 
 impl Default for HttpSettings {
@@ -42,9 +46,10 @@ impl Default for HttpSettings {
         Self {
             request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
-            max_connections: 20_000,
+            max_connections: 300_000,
             session_ttl_seconds: 24 * 3600,
             hashing_slots: 4,
+            max_streams: 250_000,
         }
     }
 }
@@ -56,6 +61,7 @@ pub struct Inner {
     pub backend: Arc<dyn Backend>,
     pub auth: Auth,
     pub settings: HttpSettings,
+    pub hub: Arc<streams::hub::Hub>,
     hashing: Arc<Semaphore>,
     dummy_hash: String,
 }
@@ -72,7 +78,8 @@ impl AppState {
     pub fn new(backend: Arc<dyn Backend>, jwt_secret: &str, admin_token: &str, settings: HttpSettings) -> Self {
         let auth = Auth::new(jwt_secret, admin_token, settings.session_ttl_seconds);
         let hashing = Arc::new(Semaphore::new(settings.hashing_slots.max(1)));
-        Self(Arc::new(Inner { backend, auth, hashing, dummy_hash: users::dummy_hash(), settings }))
+        let hub = Arc::new(streams::hub::Hub::new(settings.max_streams));
+        Self(Arc::new(Inner { backend, auth, hashing, dummy_hash: users::dummy_hash(), settings, hub }))
     }
 }
 
@@ -84,6 +91,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sales/{id}", get(sales::get))
         .route("/v1/sales/{id}/orders", post(sales::purchase))
         .route("/v1/sales/{id}/waitlist", post(sales::join_waitlist))
+        .route("/v1/sales/{id}/events", get(streams::sale_sse))
+        .route("/v1/sales/{id}/events/ws", get(streams::sale_ws))
+        .route("/v1/auctions", post(auctions::create))
+        .route("/v1/auctions/{id}", get(auctions::get))
+        .route("/v1/auctions/{id}/bids", post(auctions::bid))
+        .route("/v1/auctions/{id}/buy-now", post(auctions::buy_now))
+        .route("/v1/auctions/{id}/events", get(streams::auction_sse))
+        .route("/v1/auctions/{id}/events/ws", get(streams::auction_ws))
+        .route("/v1/me/events", get(streams::me_sse))
+        .route("/v1/me/events/ws", get(streams::me_ws))
         .route("/v1/orders", get(orders::list))
         .route("/v1/orders/{id}", get(orders::get))
         .route("/v1/orders/{id}/pay", post(orders::pay))
@@ -117,7 +134,8 @@ async fn time_limit(State(state): State<AppState>, request: Request, next: Next)
     }
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then ends the live streams and
+/// finishes in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -125,7 +143,18 @@ pub async fn serve(
 ) {
     let max_connections = state.settings.max_connections;
     let header_read_timeout = state.settings.header_read_timeout;
+    let (stop_streams, streams_stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(streams::run(state.clone(), streams_stopped));
+    let hub = state.hub.clone();
+    let shutdown = async move {
+        shutdown.await;
+        hub.close();
+    };
     serve::run(listener, app(state), max_connections, header_read_timeout, shutdown).await;
+    let _ = stop_streams.send(true);
+    if let Err(error) = follower.await {
+        tracing::error!(%error, "the stream follower ended abnormally");
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ impl From<SaleView> for SaleBody {
     }
 }
 
-fn parse_time(field: &str, text: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn parse_time(field: &str, text: Option<String>) -> Result<Option<Timestamp>, ApiError> {
     text.map(|t| {
         Timestamp::parse_rfc3339(&t).ok_or_else(|| ApiError::invalid(format!("{field}: not an RFC 3339 time")))
     })

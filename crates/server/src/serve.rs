@@ -9,10 +9,9 @@ use std::time::Duration;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -27,7 +26,7 @@ pub(crate) async fn run(
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(MAX_HEAD_BYTES);
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -36,16 +35,28 @@ pub(crate) async fn run(
         };
         let (stream, permit) = accepted;
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let _slot = permit;
-            if let Err(error) = connection.await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
-    // Closes idle connections, lets the others finish their request, and waits for all.
-    graceful.shutdown().await;
+    // Closes idle connections, lets the others finish their request, and waits for all: each
+    // connection holds a permit until it is gone.
+    let _ = stop.send(true);
+    let all = u32::try_from(max_connections.max(1)).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
 }
 
 async fn accept(listener: &TcpListener, permits: &Arc<Semaphore>) -> (TcpStream, OwnedSemaphorePermit) {
