@@ -77,7 +77,11 @@ async fn on_change(state: &AppState, change: Change, dirty: &mut HashSet<Topic>)
                 return;
             }
             let Some(auction) = snapshot::auction_body(state, &auction_id).await else { return };
-            state.hub.publish_personal(&user, "outbid", &Personal { kind: "outbid", auction: Some(auction), ..Personal::NONE });
+            state.hub.publish_personal(
+                &user,
+                "outbid",
+                &Personal { kind: "outbid", auction: Some(auction), ..Personal::NONE },
+            );
         }
         Change::AuctionWon { user, auction_id, order_id } => {
             let Some(order) = followed_order(state, &user, &order_id).await else { return };

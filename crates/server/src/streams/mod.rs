@@ -51,7 +51,11 @@ pub async fn me_sse(state: State<AppState>, StreamUser(user): StreamUser) -> Res
     Ok(sse(personal_feed(&state, &user).await?))
 }
 
-pub async fn me_ws(state: State<AppState>, StreamUser(user): StreamUser, upgrade: Upgrade) -> Result<Response, ApiError> {
+pub async fn me_ws(
+    state: State<AppState>,
+    StreamUser(user): StreamUser,
+    upgrade: Upgrade,
+) -> Result<Response, ApiError> {
     Ok(websocket(upgrade, personal_feed(&state, &user).await?))
 }
 
