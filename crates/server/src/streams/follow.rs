@@ -1,44 +1,26 @@
-//! The hub's one task: follows the change feed, coalesces snapshots per tick, turns order and
-//! auction changes into personal events, and beats the heartbeat.
+//! The hub's task: follows the change feed, coalesces topic snapshots per tick, hands personal
+//! changes to the personal-events task, and beats the heartbeat.
 
 use std::collections::HashSet;
 
-use serde::Serialize;
-use stampede_core::{OrderStatus, Timestamp, UserId};
-use stampede_engine::{Change, OrderView};
+use stampede_engine::Change;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{interval, MissedTickBehavior};
 
 use super::hub::{Topic, COALESCE, HEARTBEAT, RESYNC};
-use super::snapshot;
-use crate::auctions::AuctionBody;
-use crate::orders::OrderBody;
+use super::{personal, snapshot};
 use crate::AppState;
 
-/// One personal event: `type` says which, and the fields it concerns are set.
-#[derive(Serialize)]
-struct Personal<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auction_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auction: Option<AuctionBody>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    order: Option<OrderBody>,
-}
-
-impl Personal<'_> {
-    const NONE: Personal<'static> = Personal { kind: "", auction_id: None, auction: None, order: None };
-}
-
-/// A hold's "expiring" warning comes this long before its end (or at half its time if shorter).
-const EXPIRY_WARNING_MS: i64 = 60_000;
+/// Personal changes waiting to be turned into events; beyond this they are dropped (and the
+/// client gets the current state of its orders when it reconnects).
+const PERSONAL_QUEUE: usize = 16_384;
 
 /// Runs until `stop` turns true or the backend's feed closes.
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut changes = state.backend.changes();
+    let (personal_changes, personal_queue) = mpsc::channel(PERSONAL_QUEUE);
+    let personal = tokio::spawn(personal::run(state.clone(), personal_queue));
     let mut coalesce = interval(COALESCE);
     let mut resync = interval(RESYNC);
     let mut heartbeat = interval(HEARTBEAT);
@@ -49,52 +31,38 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             change = changes.recv() => match change {
-                Ok(change) => on_change(&state, change, &mut dirty).await,
+                Ok(change) => on_change(&state, change, &mut dirty, &personal_changes),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "streams fell behind the change feed; resending every followed state");
                     dirty.extend(state.hub.followed());
                 }
-                Err(RecvError::Closed) => return,
+                Err(RecvError::Closed) => break,
             },
-            _ = coalesce.tick() => {
-                refresh(&state, dirty.drain()).await;
-                warn_expiring(&state).await;
-            }
+            _ = coalesce.tick() => refresh(&state, dirty.drain()).await,
             _ = resync.tick() => refresh(&state, state.hub.followed()).await,
             _ = heartbeat.tick() => state.hub.beat(),
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
+    }
+    drop(personal_changes);
+    if let Err(error) = personal.await {
+        tracing::error!(%error, "the personal events task ended abnormally");
     }
 }
 
-async fn on_change(state: &AppState, change: Change, dirty: &mut HashSet<Topic>) {
-    match change {
-        Change::Sale { sale_id } => mark(state, Topic::Sale(sale_id), dirty),
-        Change::Auction { auction_id } => mark(state, Topic::Auction(auction_id), dirty),
-        Change::Order { user, order_id } => order_changed(state, &user, &order_id).await,
-        Change::Outbid { user, auction_id } => {
-            if !state.hub.follows_personal(&user) {
-                return;
-            }
-            let Some(auction) = snapshot::auction_body(state, &auction_id).await else { return };
-            state.hub.publish_personal(
-                &user,
-                "outbid",
-                &Personal { kind: "outbid", auction: Some(auction), ..Personal::NONE },
-            );
+fn on_change(state: &AppState, change: Change, dirty: &mut HashSet<Topic>, personal: &mpsc::Sender<Change>) {
+    let (topic, user) = match &change {
+        Change::Sale { sale_id } => (Some(Topic::Sale(sale_id.clone())), None),
+        Change::Auction { auction_id } => (Some(Topic::Auction(auction_id.clone())), None),
+        Change::Order { user, .. } | Change::Outbid { user, .. } | Change::AuctionWon { user, .. } => {
+            (None, Some(user))
         }
-        Change::AuctionWon { user, auction_id, order_id } => {
-            let Some(order) = followed_order(state, &user, &order_id).await else { return };
-            let order = Some(OrderBody::from(order));
-            let body = Personal { kind: "auction_won", auction_id: Some(&auction_id), order, ..Personal::NONE };
-            state.hub.publish_personal(&user, "auction_won", &body);
-        }
-    }
-}
-
-fn mark(state: &AppState, topic: Topic, dirty: &mut HashSet<Topic>) {
-    if state.hub.is_followed(&topic) {
+    };
+    if let Some(topic) = topic.filter(|topic| state.hub.is_followed(topic)) {
         dirty.insert(topic);
+    }
+    if user.is_some_and(|user| state.hub.follows_personal(user)) && personal.try_send(change).is_err() {
+        tracing::warn!("personal events are falling behind; dropping one");
     }
 }
 
@@ -104,39 +72,5 @@ async fn refresh(state: &AppState, topics: impl IntoIterator<Item = Topic>) {
         if let Some(frame) = snapshot::of(state, &topic).await {
             state.hub.publish(&topic, frame);
         }
-    }
-}
-
-/// The order as its owner sees it, if the owner follows their events here.
-async fn followed_order(state: &AppState, user: &UserId, order_id: &str) -> Option<OrderView> {
-    if !state.hub.follows_personal(user) {
-        return None;
-    }
-    state.backend.order(order_id, user).await.ok()
-}
-
-async fn order_changed(state: &AppState, user: &UserId, order_id: &str) {
-    let Some(order) = followed_order(state, user, order_id).await else { return };
-    let kind = match order.status {
-        OrderStatus::Held => "hold_created",
-        OrderStatus::Paid => "order_paid",
-        OrderStatus::Cancelled => "order_cancelled",
-        OrderStatus::Expired => "hold_expired",
-    };
-    if order.status == OrderStatus::Held {
-        let lead = EXPIRY_WARNING_MS.min((order.expires_at.0 - order.created_at.0) / 2);
-        state.hub.warn_at(Timestamp(order.expires_at.0 - lead), user.clone(), order.id.clone());
-    }
-    state.hub.publish_personal(user, kind, &Personal { kind, order: Some(OrderBody::from(order)), ..Personal::NONE });
-}
-
-async fn warn_expiring(state: &AppState) {
-    for (user, order_id) in state.hub.due_warnings(Timestamp::now()) {
-        let Some(order) = followed_order(state, &user, &order_id).await else { continue };
-        if order.status != OrderStatus::Held {
-            continue;
-        }
-        let body = Personal { kind: "hold_expiring", order: Some(OrderBody::from(order)), ..Personal::NONE };
-        state.hub.publish_personal(&user, "hold_expiring", &body);
     }
 }

@@ -2,6 +2,7 @@
 //! Events or WebSocket (the same JSON). See `hub` for how changes reach subscribers.
 
 mod follow;
+mod personal;
 pub mod hub;
 mod snapshot;
 
