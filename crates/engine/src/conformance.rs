@@ -241,21 +241,33 @@ type Attempt = (PurchaseCommand, Result<PurchaseResult, EngineError>);
 
 /// Sends every purchase at once, each from its own task, released together by a barrier.
 async fn stampede(backend: &Arc<dyn Backend>, commands: Vec<PurchaseCommand>, now: Timestamp) -> Vec<Attempt> {
+    all_at_once(backend, commands, move |backend, command| async move { backend.purchase(command, now).await }).await
+}
+
+/// Makes every call at once, each from its own task, released together by a barrier; returns
+/// each command with its result, in the order given.
+async fn all_at_once<C, R, F, Fut>(backend: &Arc<dyn Backend>, commands: Vec<C>, call: F) -> Vec<(C, R)>
+where
+    C: Clone + Send + 'static,
+    R: Send + 'static,
+    F: Fn(Arc<dyn Backend>, C) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = R> + Send,
+{
     let barrier = Arc::new(Barrier::new(commands.len()));
     let tasks: Vec<_> = commands
         .into_iter()
         .map(|command| {
-            let (backend, barrier) = (backend.clone(), barrier.clone());
+            let (backend, barrier, call) = (backend.clone(), barrier.clone(), call.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                let result = backend.purchase(command.clone(), now).await;
+                let result = call(backend, command.clone()).await;
                 (command, result)
             })
         })
         .collect();
     let mut attempts = Vec::with_capacity(tasks.len());
     for task in tasks {
-        attempts.push(task.await.expect("purchase task panicked"));
+        attempts.push(task.await.expect("racing task panicked"));
     }
     attempts
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use stampede_core::{
     AuctionError, AuctionStatus, BidStatus, IdempotencyKey, Ladder, OrderStatus, SaleStatus, Timestamp, UserId,
 };
-use tokio::sync::{broadcast, Barrier};
+use tokio::sync::broadcast;
 
-use super::{buy, open_sale, secs, user, Harness, T0};
+use super::{all_at_once, buy, open_sale, secs, user, Harness, T0};
 use crate::backend::{AuctionView, Backend, BidCommand, BidResult, EngineError, NewAuction};
 use crate::changes::Change;
 
@@ -444,25 +444,11 @@ async fn expect_change(changes: &mut broadcast::Receiver<Change>, wanted: impl F
     assert!(found.is_ok(), "the expected change did not arrive");
 }
 
-type BidAttempt = (BidCommand, Result<BidResult, EngineError>);
-
-/// Sends every bid at once, each from its own task, released together by a barrier.
-async fn race(backend: &Arc<dyn Backend>, commands: Vec<BidCommand>, now: Timestamp) -> Vec<BidAttempt> {
-    let barrier = Arc::new(Barrier::new(commands.len()));
-    let tasks: Vec<_> = commands
-        .into_iter()
-        .map(|command| {
-            let (backend, barrier) = (backend.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                let result = backend.bid(command.clone(), now).await;
-                (command, result)
-            })
-        })
-        .collect();
-    let mut attempts = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        attempts.push(task.await.expect("bid task panicked"));
-    }
-    attempts
+/// Sends every bid at once, each from its own task.
+async fn race(
+    backend: &Arc<dyn Backend>,
+    commands: Vec<BidCommand>,
+    now: Timestamp,
+) -> Vec<(BidCommand, Result<BidResult, EngineError>)> {
+    all_at_once(backend, commands, move |backend, command| async move { backend.bid(command, now).await }).await
 }
