@@ -93,8 +93,8 @@ fn raise_open_files_limit(max_connections: usize) {
             }
         };
         let wanted = max_connections as u64 + 1024;
-        if !raised || (limit.rlim_cur as u64) < wanted {
-            tracing::warn!(open_files = limit.rlim_cur as u64, wanted, "the open-files limit is below max_connections");
+        if !raised || limit.rlim_cur < wanted {
+            tracing::warn!(open_files = limit.rlim_cur, wanted, "the open-files limit is below max_connections");
         }
     }
 }

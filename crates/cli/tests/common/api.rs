@@ -200,6 +200,48 @@ impl Api {
         assert_eq!(ledger["stock"], sale["stock"], "ledger stock differs: {ledger} vs {sale}");
         sale
     }
+
+    pub async fn create_auction(&self, body: Value) -> Value {
+        let reply = self.send(self.admin(Method::POST, "/v1/auctions").json(&body)).await;
+        reply.expect(201).clone()
+    }
+
+    /// A live auction ending in an hour, starting at 10.00, with `overrides` on top; returns it.
+    pub async fn auction_with(&self, overrides: Value) -> Value {
+        let mut body = json!({
+            "title": "test lot",
+            "starting_price_cents": 1000,
+            "ends_at": rfc3339_after(Duration::from_secs(3600)),
+        });
+        let fields = overrides.as_object().expect("overrides are a JSON object");
+        for (field, value) in fields {
+            body[field] = value.clone();
+        }
+        self.create_auction(body).await
+    }
+
+    pub async fn auction(&self, id: &str) -> Value {
+        let reply = self.send(self.request(Method::GET, &format!("/v1/auctions/{id}"))).await;
+        reply.expect(200).clone()
+    }
+
+    pub fn bid_request(&self, user: &str, auction_id: &str, max_cents: i64, key: Option<&str>) -> RequestBuilder {
+        let path = format!("/v1/auctions/{auction_id}/bids");
+        let request = self.user(user, Method::POST, &path).json(&json!({ "max_amount_cents": max_cents }));
+        match key {
+            Some(key) => request.header("Idempotency-Key", key),
+            None => request,
+        }
+    }
+
+    pub async fn bid(&self, user: &str, auction_id: &str, max_cents: i64, key: Option<&str>) -> Reply {
+        self.send(self.bid_request(user, auction_id, max_cents, key)).await
+    }
+
+    pub async fn buy_now(&self, user: &str, auction_id: &str) -> Reply {
+        let request = self.user(user, Method::POST, &format!("/v1/auctions/{auction_id}/buy-now"));
+        self.send(request.json(&json!({}))).await
+    }
 }
 
 pub fn count(value: &Value, field: &str) -> u64 {
@@ -213,4 +255,16 @@ fn assert_sums_to_stock(value: &Value, what: &str) {
 
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after epoch").as_secs()
+}
+
+/// The RFC 3339 UTC time `delay` from now, with milliseconds.
+pub fn rfc3339_after(delay: Duration) -> String {
+    let at = chrono::Utc::now() + chrono::Duration::from_std(delay).expect("delay in range");
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Parses an RFC 3339 time from a response.
+pub fn parse_rfc3339(text: &str) -> chrono::DateTime<chrono::Utc> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(text).unwrap_or_else(|error| panic!("bad time {text}: {error}"));
+    parsed.with_timezone(&chrono::Utc)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
-pub use api::{count, now_secs, Api, Reply};
+pub use api::{count, now_secs, parse_rfc3339, rfc3339_after, Api, Reply};
 pub use pool::for_each_concurrent;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,6 +25,8 @@ pub struct Server {
     data_dir: PathBuf,
     logs: TempDir,
     generation: u32,
+    /// Extra environment for every process of this server, restarts included.
+    env: Vec<(String, String)>,
     _data: Option<TempDir>,
 }
 
@@ -49,7 +51,26 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             logs,
             generation: 0,
+            env: Vec::new(),
             _data: None,
+        }
+    }
+
+    /// Starts a server on a fresh temporary data dir with `env` on top of the test settings
+    /// (for example `STAMPEDE_MAX_STREAMS`); restarts keep it.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Server {
+        let data = TempDir::new().expect("create temp data dir");
+        let api = Api::new(unique("secret"), unique("admin"));
+        let logs = TempDir::new().expect("create temp log dir");
+        let (child, addr) = spawn_with(data.path(), &api, logs.path(), 0, env).await;
+        Server {
+            child,
+            api: api.with_base(format!("http://{addr}")),
+            data_dir: data.path().to_path_buf(),
+            logs,
+            generation: 0,
+            env: env.iter().map(|&(name, value)| (name.to_string(), value.to_string())).collect(),
+            _data: Some(data),
         }
     }
 
@@ -80,7 +101,8 @@ impl Server {
     pub async fn restart(&mut self) {
         self.kill9().await;
         self.generation += 1;
-        let (child, addr) = spawn(&self.data_dir, &self.api, self.logs.path(), self.generation).await;
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        let (child, addr) = spawn_with(&self.data_dir, &self.api, self.logs.path(), self.generation, &env).await;
         self.child = child;
         self.api = self.api.with_base(format!("http://{addr}"));
     }
