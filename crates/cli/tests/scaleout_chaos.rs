@@ -227,6 +227,60 @@ async fn an_order_made_on_one_replica_is_visible_on_another() {
     a.assert_consistent(&sale_id).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_on_one_replica_see_changes_made_on_another() {
+    let backends = Backends::shared().await;
+    let replicas = Replicas::start(REPLICAS, &backends).await;
+    let (a, b, c) = (replicas.api(0), replicas.api(1), replicas.api(2));
+    let sale_id = a.sale_with(10, 1, 600).await;
+    let auction = a.auction_with(json!({})).await;
+    let auction_id = auction["id"].as_str().expect("auction id").to_string();
+    let alice = unique("alice");
+
+    let mut sale_stream = RawStream::open(&b, &format!("/v1/sales/{sale_id}/events")).await;
+    let mut auction_stream = RawStream::open(&b, &format!("/v1/auctions/{auction_id}/events")).await;
+    let mut alice_stream = RawStream::open(&b, &format!("/v1/me/events?access_token={}", b.token(&alice))).await;
+    sale_stream.until("\"available\":10").await;
+    alice_stream.until("\"type\":\"orders\"").await;
+
+    a.buy(&alice, &sale_id, 1, None).await.expect(201);
+    sale_stream.until("\"available\":9").await;
+    alice_stream.until("\"type\":\"hold_created\"").await;
+
+    c.bid(&alice, &auction_id, 5_000, None).await.expect(201);
+    auction_stream.until(&format!("\"leader_id\":\"{alice}\"")).await;
+    c.bid(&unique("bob"), &auction_id, 9_000, None).await.expect(201);
+    alice_stream.until("\"type\":\"outbid\"").await;
+}
+
+/// An event stream read as raw text: enough to wait for a change to show up.
+struct RawStream {
+    response: reqwest::Response,
+    seen: String,
+}
+
+impl RawStream {
+    async fn open(api: &Api, path: &str) -> RawStream {
+        let response = reqwest::Client::new().get(api.url(path)).send().await.expect("open stream");
+        assert_eq!(response.status(), 200, "GET {path}");
+        RawStream { response, seen: String::new() }
+    }
+
+    /// Reads until `text` has appeared since the last match, within 10 s.
+    async fn until(&mut self, text: &str) {
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            while !self.seen.contains(text) {
+                let chunk = self.response.chunk().await.expect("read stream").expect("stream still open");
+                self.seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "{text} did not arrive; got {}", self.seen);
+        let end = self.seen.find(text).map_or(0, |at| at + text.len());
+        self.seen.drain(..end);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The load of the chaos test
 
