@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
+use stampede_server::defense::client_ip::IpRange;
 
 /// Flags of `stampede serve`. Each also reads its `STAMPEDE_*` variable; unset ones fall back
 /// to the config file, then to the default.
@@ -41,6 +42,17 @@ pub struct ServeArgs {
     /// Live streams (SSE and WebSocket) open at most; one more gets 503 [default: 250000].
     #[arg(long, env = "STAMPEDE_MAX_STREAMS")]
     pub max_streams: Option<usize>,
+    /// Requests handled at once; more wait for a place (see --max-queue-ms) [default: 1024].
+    #[arg(long, env = "STAMPEDE_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Longest wait for a place before a request is shed with 503 and `Retry-After`, in
+    /// milliseconds [default: 100].
+    #[arg(long, env = "STAMPEDE_MAX_QUEUE_MS")]
+    pub max_queue_ms: Option<u64>,
+    /// Proxies whose `X-Forwarded-For` is believed, comma-separated addresses or CIDR ranges
+    /// [default: none: the peer address is the client].
+    #[arg(long, env = "STAMPEDE_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// Lifetime of session tokens from POST /v1/sessions, in seconds [default: 86400].
     #[arg(long, env = "STAMPEDE_SESSION_TTL_SECONDS")]
     pub session_ttl_seconds: Option<u64>,
@@ -99,6 +111,9 @@ struct FileConfig {
     header_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
     max_streams: Option<usize>,
+    max_in_flight: Option<usize>,
+    max_queue_ms: Option<u64>,
+    trusted_proxies: Option<String>,
     session_ttl_seconds: Option<u64>,
     sync: Option<SyncMode>,
     limits: Option<Switch>,
@@ -119,6 +134,9 @@ pub struct Config {
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub max_streams: usize,
+    pub max_in_flight: usize,
+    pub max_queue_wait: Duration,
+    pub trusted_proxies: Vec<IpRange>,
     pub session_ttl_seconds: u64,
     pub sync: SyncMode,
     pub limits: Switch,
@@ -133,6 +151,11 @@ pub struct ScaleOutConfig {
     pub redis_cluster: bool,
     pub namespace: String,
     pub postgres: String,
+}
+
+fn parse_ranges(text: &str) -> anyhow::Result<Vec<IpRange>> {
+    let parts = text.split(',').map(str::trim).filter(|part| !part.is_empty());
+    parts.map(|part| part.parse::<IpRange>().map_err(|error| anyhow::anyhow!("trusted_proxies: {error}"))).collect()
 }
 
 impl Config {
@@ -152,6 +175,9 @@ impl Config {
             header_timeout: Duration::from_millis(args.header_timeout_ms.or(file.header_timeout_ms).unwrap_or(30_000)),
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(300_000),
             max_streams: args.max_streams.or(file.max_streams).unwrap_or(250_000),
+            max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(1_024),
+            max_queue_wait: Duration::from_millis(args.max_queue_ms.or(file.max_queue_ms).unwrap_or(100)),
+            trusted_proxies: parse_ranges(args.trusted_proxies.or(file.trusted_proxies).as_deref().unwrap_or(""))?,
             session_ttl_seconds: args.session_ttl_seconds.or(file.session_ttl_seconds).unwrap_or(86_400),
             sync: args.sync.or(file.sync).unwrap_or(SyncMode::Full),
             limits: args.limits.or(file.limits).unwrap_or(Switch::On),

@@ -58,6 +58,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         header_read_timeout: config.header_timeout,
         max_connections: config.max_connections,
         max_streams: config.max_streams,
+        max_in_flight: config.max_in_flight,
+        max_queue_wait: config.max_queue_wait,
+        trusted_proxies: config.trusted_proxies.clone(),
         session_ttl_seconds: config.session_ttl_seconds,
         ..HttpSettings::default()
     };

@@ -2,6 +2,7 @@
 
 mod auctions;
 pub mod auth;
+pub mod defense;
 pub mod error;
 pub mod extract;
 mod ops;
@@ -39,6 +40,12 @@ pub struct HttpSettings {
     pub hashing_slots: usize,
     /// Live streams (SSE and WebSocket) open at once; one more gets 503.
     pub max_streams: usize,
+    /// Requests handled at once; more wait for a place, at most `max_queue_wait`, then get 503.
+    pub max_in_flight: usize,
+    pub max_queue_wait: Duration,
+    /// Peers whose `X-Forwarded-For` is believed: the client address is the nearest hop before
+    /// them. Empty: the peer address is the client.
+    pub trusted_proxies: Vec<defense::client_ip::IpRange>,
 }
 
 impl Default for HttpSettings {
@@ -50,6 +57,9 @@ impl Default for HttpSettings {
             session_ttl_seconds: 24 * 3600,
             hashing_slots: 4,
             max_streams: 250_000,
+            max_in_flight: 1_024,
+            max_queue_wait: Duration::from_millis(100),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -62,6 +72,7 @@ pub struct Inner {
     pub auth: Auth,
     pub settings: HttpSettings,
     pub hub: Arc<streams::hub::Hub>,
+    shedder: defense::shedding::Shedder,
     hashing: Arc<Semaphore>,
     dummy_hash: String,
 }
@@ -79,7 +90,8 @@ impl AppState {
         let auth = Auth::new(jwt_secret, admin_token, settings.session_ttl_seconds);
         let hashing = Arc::new(Semaphore::new(settings.hashing_slots.max(1)));
         let hub = Arc::new(streams::hub::Hub::new(settings.max_streams));
-        Self(Arc::new(Inner { backend, auth, hashing, dummy_hash: users::dummy_hash(), settings, hub }))
+        let shedder = defense::shedding::Shedder::new(settings.max_in_flight, settings.max_queue_wait);
+        Self(Arc::new(Inner { backend, auth, hashing, dummy_hash: users::dummy_hash(), settings, hub, shedder }))
     }
 }
 
@@ -106,7 +118,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/orders/{id}/pay", post(orders::pay))
         .route("/v1/orders/{id}/cancel", post(orders::cancel))
         .route("/v1/admin/sales/{id}/ledger", get(ops::ledger))
-        .route("/readyz", get(ops::readyz));
+        .route("/readyz", get(ops::readyz))
+        .route_layer(middleware::from_fn_with_state(state.clone(), defense::shedding::shed));
     let routes = Router::new().route("/healthz", get(ops::healthz)).merge(api);
     guarded(routes, state)
 }
@@ -169,9 +182,13 @@ mod tests {
     use super::*;
 
     async fn test_state(dir: &tempfile::TempDir, request_timeout: Duration) -> AppState {
+        let settings = HttpSettings { request_timeout, hashing_slots: 1, ..HttpSettings::default() };
+        state_with(dir, settings).await
+    }
+
+    async fn state_with(dir: &tempfile::TempDir, settings: HttpSettings) -> AppState {
         let options = EmbeddedOptions { data_dir: dir.path().to_owned(), synchronous_full: false };
         let backend: Arc<dyn Backend> = Embedded::open(options).await.expect("open store");
-        let settings = HttpSettings { request_timeout, hashing_slots: 1, ..HttpSettings::default() };
         AppState::new(backend, "secret", "admin", settings)
     }
 
@@ -198,6 +215,38 @@ mod tests {
         let (status, body) = error_of(router, "/healthz").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["status"], "ok");
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_in_flight_bound_are_shed_with_retry_after() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings =
+            HttpSettings { max_in_flight: 1, max_queue_wait: Duration::from_millis(20), ..Default::default() };
+        let state = state_with(&dir, settings).await;
+        let (release, released) = tokio::sync::watch::channel(false);
+        let slow = move || {
+            let mut released = released.clone();
+            async move {
+                let _ = released.wait_for(|done| *done).await;
+                "done"
+            }
+        };
+        let routes = Router::new()
+            .route("/slow", get(slow))
+            .route_layer(middleware::from_fn_with_state(state.clone(), defense::shedding::shed))
+            .route("/healthz", get(ops::healthz));
+        let router = guarded(routes, state);
+
+        let holder = tokio::spawn(router.clone().oneshot(Request::get("/slow").body(Body::empty()).expect("request")));
+        tokio::task::yield_now().await;
+        let (status, body) = error_of(router.clone(), "/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "overloaded");
+        let (status, _) = error_of(router.clone(), "/healthz").await;
+        assert_eq!(status, StatusCode::OK, "health checks are never shed");
+        let _ = release.send(true);
+        let first = holder.await.expect("task").expect("answer");
+        assert_eq!(first.status(), StatusCode::OK, "the admitted request finishes normally");
     }
 
     #[tokio::test]

@@ -3,9 +3,11 @@
 //! slot forever), and a graceful stop that lets in-flight requests finish.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -33,8 +35,8 @@ pub(crate) async fn run(
             accepted = accept(&listener, &permits) => accepted,
             () = &mut shutdown => break,
         };
-        let (stream, permit) = accepted;
-        let service = TowerToHyperService::new(app.clone());
+        let (stream, peer, permit) = accepted;
+        let service = with_peer(app.clone(), peer);
         let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
@@ -59,7 +61,24 @@ pub(crate) async fn run(
     let _ = permits.acquire_many(all).await;
 }
 
-async fn accept(listener: &TcpListener, permits: &Arc<Semaphore>) -> (TcpStream, OwnedSemaphorePermit) {
+/// The app, with the connection's peer address in every request's extensions.
+fn with_peer(
+    app: Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    let app = TowerToHyperService::new(app);
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        hyper::service::Service::call(&app, request)
+    })
+}
+
+async fn accept(listener: &TcpListener, permits: &Arc<Semaphore>) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             // The semaphore is never closed; wait and retry rather than end the server.
@@ -67,9 +86,9 @@ async fn accept(listener: &TcpListener, permits: &Arc<Semaphore>) -> (TcpStream,
             continue;
         };
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                return (stream, permit);
+                return (stream, peer, permit);
             }
             Err(error) => {
                 // Usually out of file descriptors: back off instead of spinning.

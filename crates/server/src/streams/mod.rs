@@ -2,8 +2,8 @@
 //! Events or WebSocket (the same JSON). See `hub` for how changes reach subscribers.
 
 mod follow;
-mod personal;
 pub mod hub;
+mod personal;
 mod snapshot;
 
 use std::collections::VecDeque;
