@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
+use stampede_engine::limits::{Policy, Quota};
 use stampede_server::defense::client_ip::IpRange;
 
 /// Flags of `stampede serve`. Each also reads its `STAMPEDE_*` variable; unset ones fall back
@@ -63,6 +64,25 @@ pub struct ServeArgs {
     /// `off` turns off rate limits, automatic bans and proof-of-work [default: on].
     #[arg(long, env = "STAMPEDE_LIMITS")]
     pub limits: Option<Switch>,
+    /// Rate limit per user on mutating requests, `PER_SECOND[:BURST]`, 0 = none [default: 10:20].
+    #[arg(long, env = "STAMPEDE_RATE_USER")]
+    pub rate_user: Option<String>,
+    /// Rate limit per client address [default: 50:100].
+    #[arg(long, env = "STAMPEDE_RATE_IP")]
+    pub rate_ip: Option<String>,
+    /// Rate limit per sale [default: 0, none].
+    #[arg(long, env = "STAMPEDE_RATE_SALE")]
+    pub rate_sale: Option<String>,
+    /// More mutating requests than this from one user or address within the ban window ban it
+    /// (0 = no automatic bans) [default: 50].
+    #[arg(long, env = "STAMPEDE_BAN_THRESHOLD")]
+    pub ban_threshold: Option<u32>,
+    /// The sliding window of the automatic bans, in seconds [default: 10].
+    #[arg(long, env = "STAMPEDE_BAN_WINDOW_SECONDS")]
+    pub ban_window_seconds: Option<u64>,
+    /// How long an automatic ban lasts, in seconds [default: 600].
+    #[arg(long, env = "STAMPEDE_BAN_SECONDS")]
+    pub ban_seconds: Option<u64>,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -117,6 +137,12 @@ struct FileConfig {
     session_ttl_seconds: Option<u64>,
     sync: Option<SyncMode>,
     limits: Option<Switch>,
+    rate_user: Option<String>,
+    rate_ip: Option<String>,
+    rate_sale: Option<String>,
+    ban_threshold: Option<u32>,
+    ban_window_seconds: Option<u64>,
+    ban_seconds: Option<u64>,
     redis: Option<String>,
     redis_cluster: Option<bool>,
     redis_namespace: Option<String>,
@@ -140,6 +166,7 @@ pub struct Config {
     pub session_ttl_seconds: u64,
     pub sync: SyncMode,
     pub limits: Switch,
+    pub policy: Policy,
     /// `None`: the embedded store.
     pub scale_out: Option<ScaleOutConfig>,
 }
@@ -153,6 +180,23 @@ pub struct ScaleOutConfig {
     pub postgres: String,
 }
 
+/// `PER_SECOND[:BURST]`; the burst defaults to twice the rate.
+fn quota(field: &str, text: Option<String>, default: Quota) -> anyhow::Result<Quota> {
+    let Some(text) = text else { return Ok(default) };
+    let (rate, burst) = text.split_once(':').map_or((text.as_str(), None), |(r, b)| (r, Some(b)));
+    let bad = || anyhow::anyhow!("{field}: expected PER_SECOND[:BURST], got {text:?}");
+    let per_second: u32 = rate.trim().parse().map_err(|_| bad())?;
+    let burst = match burst {
+        Some(burst) => burst.trim().parse().map_err(|_| bad())?,
+        None => per_second.saturating_mul(2),
+    };
+    Ok(Quota { per_second, burst })
+}
+
+fn seconds(value: Option<u64>, default: Duration) -> Duration {
+    value.map_or(default, Duration::from_secs)
+}
+
 fn parse_ranges(text: &str) -> anyhow::Result<Vec<IpRange>> {
     let parts = text.split(',').map(str::trim).filter(|part| !part.is_empty());
     parts.map(|part| part.parse::<IpRange>().map_err(|error| anyhow::anyhow!("trusted_proxies: {error}"))).collect()
@@ -164,6 +208,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let defaults = Policy::default();
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("stampede-data")),
@@ -181,6 +226,14 @@ impl Config {
             session_ttl_seconds: args.session_ttl_seconds.or(file.session_ttl_seconds).unwrap_or(86_400),
             sync: args.sync.or(file.sync).unwrap_or(SyncMode::Full),
             limits: args.limits.or(file.limits).unwrap_or(Switch::On),
+            policy: Policy {
+                user: quota("rate_user", args.rate_user.or(file.rate_user), defaults.user)?,
+                ip: quota("rate_ip", args.rate_ip.or(file.rate_ip), defaults.ip)?,
+                sale: quota("rate_sale", args.rate_sale.or(file.rate_sale), defaults.sale)?,
+                ban_threshold: args.ban_threshold.or(file.ban_threshold).unwrap_or(defaults.ban_threshold),
+                ban_window: seconds(args.ban_window_seconds.or(file.ban_window_seconds), defaults.ban_window),
+                ban_duration: seconds(args.ban_seconds.or(file.ban_seconds), defaults.ban_duration),
+            },
             scale_out: scale_out(
                 args.store.redis.or(file.redis),
                 args.store.redis_cluster.or(file.redis_cluster),

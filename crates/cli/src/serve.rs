@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use stampede_engine::limits::{Limits, MemoryLimits, RedisLimits};
 use stampede_engine::{Backend, Embedded, EmbeddedOptions, RedisTarget, ScaleOut, ScaleOutOptions};
 use stampede_server::{AppState, HttpSettings};
 use tokio::net::TcpListener;
@@ -45,9 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let expired = backend.expire_due(stampede_core::Timestamp::now()).await?;
     tracing::info!(expired, "holds that fell due while stopped expired");
-    if config.limits == Switch::Off {
-        tracing::info!("limits are off: no rate limits, bans or proof-of-work");
-    }
+    let limits = open_limits(&config).await?;
 
     raise_open_files_limit(config.max_connections);
     let (stop_jobs, jobs_stopped) = watch::channel(false);
@@ -64,7 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         session_ttl_seconds: config.session_ttl_seconds,
         ..HttpSettings::default()
     };
-    let state = AppState::new(backend.clone(), &jwt_secret, &admin_token, settings);
+    let state = AppState::with_limits(backend.clone(), &jwt_secret, &admin_token, settings, limits, config.policy);
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
@@ -79,6 +78,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     backend.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The limits behind bans, rate limits and proof of work: in this process for the embedded
+/// mode, in Redis (shared by every replica) for scale-out; none when they are off.
+async fn open_limits(config: &Config) -> anyhow::Result<Option<Arc<dyn Limits>>> {
+    if config.limits == Switch::Off {
+        tracing::info!("limits are off: no rate limits, bans or proof-of-work");
+        return Ok(None);
+    }
+    let policy = config.policy.clone();
+    let limits: Arc<dyn Limits> = match &config.scale_out {
+        None => Arc::new(MemoryLimits::new(policy)),
+        Some(scale_out) => {
+            let target = RedisTarget { urls: scale_out.redis_urls.clone(), cluster: scale_out.redis_cluster };
+            let limits = RedisLimits::open(&target, &scale_out.namespace, policy).await;
+            Arc::new(limits.context("connecting the limits to Redis")?)
+        }
+    };
+    Ok(Some(limits))
 }
 
 /// Every connection is a file descriptor: lift the soft limit to the hard one, and say so when

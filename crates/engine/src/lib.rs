@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod expiry;
 pub mod ids;
+pub mod limits;
 pub mod scaleout;
 
 pub use backend::{
@@ -18,6 +19,7 @@ pub use backend::{
 };
 pub use changes::Change;
 pub use embedded::{Embedded, EmbeddedOptions};
+pub use limits::{Ban, Limits, MemoryLimits, Policy, Quota, RedisLimits, Risk, Subject, Verdict};
 pub use scaleout::{Reconciliation, RedisTarget, ScaleOut, ScaleOutOptions};
 
 /// Locks a std mutex, carrying on after a panic elsewhere: every step leaves the state whole

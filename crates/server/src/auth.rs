@@ -72,8 +72,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
+    bearer_in(&parts.headers)
+}
+
+pub(crate) fn bearer_in(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -81,10 +85,17 @@ fn bearer(parts: &Parts) -> Option<&str> {
 /// A request made by a user with a valid token.
 pub struct User(pub UserId);
 
+/// The user of a token an earlier layer (the guard) verified already.
+#[derive(Clone)]
+pub(crate) struct VerifiedUser(pub UserId);
+
 impl FromRequestParts<AppState> for User {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(VerifiedUser(user)) = parts.extensions.get::<VerifiedUser>() {
+            return Ok(User(user.clone()));
+        }
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         state.auth.verify(token).map(User).ok_or_else(ApiError::unauthorized)
     }

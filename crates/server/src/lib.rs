@@ -20,6 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use stampede_engine::limits::{Limits, Policy};
 use stampede_engine::Backend;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -72,6 +73,10 @@ pub struct Inner {
     pub auth: Auth,
     pub settings: HttpSettings,
     pub hub: Arc<streams::hub::Hub>,
+    /// `None` when limits are off (`STAMPEDE_LIMITS=off`).
+    pub limits: Option<Arc<dyn Limits>>,
+    pub policy: Policy,
+    puzzles: defense::pow::Puzzles,
     shedder: defense::shedding::Shedder,
     hashing: Arc<Semaphore>,
     dummy_hash: String,
@@ -87,38 +92,60 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(backend: Arc<dyn Backend>, jwt_secret: &str, admin_token: &str, settings: HttpSettings) -> Self {
+        Self::with_limits(backend, jwt_secret, admin_token, settings, None, Policy::default())
+    }
+
+    /// With the traffic defense: `limits` enforcing `policy` (the same policy the limits were
+    /// built with), or `None` for limits off.
+    pub fn with_limits(
+        backend: Arc<dyn Backend>,
+        jwt_secret: &str,
+        admin_token: &str,
+        settings: HttpSettings,
+        limits: Option<Arc<dyn Limits>>,
+        policy: Policy,
+    ) -> Self {
         let auth = Auth::new(jwt_secret, admin_token, settings.session_ttl_seconds);
         let hashing = Arc::new(Semaphore::new(settings.hashing_slots.max(1)));
         let hub = Arc::new(streams::hub::Hub::new(settings.max_streams));
         let shedder = defense::shedding::Shedder::new(settings.max_in_flight, settings.max_queue_wait);
-        Self(Arc::new(Inner { backend, auth, hashing, dummy_hash: users::dummy_hash(), settings, hub, shedder }))
+        let puzzles = defense::pow::Puzzles::new(jwt_secret);
+        let dummy_hash = users::dummy_hash();
+        Self(Arc::new(Inner { backend, auth, settings, hub, limits, policy, puzzles, shedder, hashing, dummy_hash }))
     }
 }
 
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
+    // Mutating endpoints a client can hammer: behind the guard (bans, rate limits, proof of work).
+    let guarded_routes = Router::new()
         .route("/v1/users", post(users::sign_up))
         .route("/v1/sessions", post(users::sign_in))
-        .route("/v1/sales", post(sales::create))
-        .route("/v1/sales/{id}", get(sales::get))
         .route("/v1/sales/{id}/orders", post(sales::purchase))
         .route("/v1/sales/{id}/waitlist", post(sales::join_waitlist))
-        .route("/v1/sales/{id}/events", get(streams::sale_sse))
-        .route("/v1/sales/{id}/events/ws", get(streams::sale_ws))
-        .route("/v1/auctions", post(auctions::create))
-        .route("/v1/auctions/{id}", get(auctions::get))
+        .route("/v1/orders/{id}/pay", post(orders::pay))
+        .route("/v1/orders/{id}/cancel", post(orders::cancel))
         .route("/v1/auctions/{id}/bids", post(auctions::bid))
         .route("/v1/auctions/{id}/buy-now", post(auctions::buy_now))
+        .route_layer(middleware::from_fn_with_state(state.clone(), defense::guard::guard));
+    let api = Router::new()
+        .route("/v1/sales", post(sales::create))
+        .route("/v1/sales/{id}", get(sales::get))
+        .route("/v1/sales/{id}/events", get(streams::sale_sse))
+        .route("/v1/sales/{id}/events/ws", get(streams::sale_ws))
+        .route("/v1/orders", get(orders::list))
+        .route("/v1/orders/{id}", get(orders::get))
+        .route("/v1/auctions", post(auctions::create))
+        .route("/v1/auctions/{id}", get(auctions::get))
         .route("/v1/auctions/{id}/events", get(streams::auction_sse))
         .route("/v1/auctions/{id}/events/ws", get(streams::auction_ws))
         .route("/v1/me/events", get(streams::me_sse))
         .route("/v1/me/events/ws", get(streams::me_ws))
-        .route("/v1/orders", get(orders::list))
-        .route("/v1/orders/{id}", get(orders::get))
-        .route("/v1/orders/{id}/pay", post(orders::pay))
-        .route("/v1/orders/{id}/cancel", post(orders::cancel))
+        .route("/v1/challenge", get(defense::endpoints::challenge))
         .route("/v1/admin/sales/{id}/ledger", get(ops::ledger))
+        .route("/v1/admin/bans", get(defense::endpoints::list).post(defense::endpoints::ban))
+        .route("/v1/admin/bans/{subject}", axum::routing::delete(defense::endpoints::lift))
         .route("/readyz", get(ops::readyz))
+        .merge(guarded_routes)
         .route_layer(middleware::from_fn_with_state(state.clone(), defense::shedding::shed));
     let routes = Router::new().route("/healthz", get(ops::healthz)).merge(api);
     guarded(routes, state)

@@ -1,0 +1,124 @@
+//! The defense's own endpoints: proof-of-work challenges, and the admin's view of bans.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use stampede_core::Timestamp;
+use stampede_engine::limits::{Ban, Risk, Subject};
+
+use super::client_ip::ClientIp;
+use super::guard::{difficulty, subject_of};
+use super::pow::BASE_DIFFICULTY;
+use crate::auth::{bearer_in, Admin};
+use crate::error::ApiError;
+use crate::extract::{JsonBody, PathId};
+use crate::AppState;
+
+const MAX_BAN_SECONDS: u64 = 365 * 24 * 3600;
+
+#[derive(Serialize)]
+pub struct ChallengeBody {
+    challenge: String,
+    difficulty: u8,
+    expires_at: String,
+    algorithm: &'static str,
+}
+
+/// `GET /v1/challenge`: a puzzle as hard as the caller's risk asks (the base difficulty for a
+/// quiet client, so one can be solved ahead of need).
+pub async fn challenge(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: axum::http::HeaderMap,
+) -> Json<ChallengeBody> {
+    let now = Timestamp::now();
+    let user = bearer_in(&headers).and_then(|token| state.auth.verify(token));
+    let subject = subject_of(user, ip);
+    let risk = match &state.limits {
+        Some(limits) => limits.risk(&subject, now).await.unwrap_or_default(),
+        None => Risk::default(),
+    };
+    let bits = difficulty(risk, state.policy.ban_threshold).max(BASE_DIFFICULTY);
+    let challenge = state.puzzles.issue(bits, now);
+    Json(ChallengeBody {
+        challenge: challenge.token,
+        difficulty: challenge.difficulty,
+        expires_at: challenge.expires_at.to_rfc3339(),
+        algorithm: "sha256: leading zero bits of SHA-256(\"<challenge>:<nonce>\")",
+    })
+}
+
+#[derive(Serialize)]
+pub struct BanBody {
+    subject: String,
+    until: String,
+    reason: String,
+}
+
+impl From<Ban> for BanBody {
+    fn from(ban: Ban) -> Self {
+        Self { subject: ban.subject.to_string(), until: ban.until.to_rfc3339(), reason: ban.reason }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BanList {
+    bans: Vec<BanBody>,
+}
+
+fn limits_of(state: &AppState) -> Result<&dyn stampede_engine::limits::Limits, ApiError> {
+    state
+        .limits
+        .as_deref()
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "limits_off", "limits are off on this server"))
+}
+
+fn subject(text: &str) -> Result<Subject, ApiError> {
+    text.parse().map_err(|_| ApiError::invalid("subject: must be user:<id> or ip:<address>"))
+}
+
+/// `GET /v1/admin/bans`: bans in force, soonest expiry first.
+pub async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<BanList>, ApiError> {
+    let bans = limits_of(&state)?.bans(Timestamp::now()).await?;
+    Ok(Json(BanList { bans: bans.into_iter().map(BanBody::from).collect() }))
+}
+
+#[derive(Deserialize)]
+pub struct NewBan {
+    subject: String,
+    seconds: Option<u64>,
+    reason: Option<String>,
+}
+
+/// `POST /v1/admin/bans {"subject","seconds"?,"reason"?}`: bans (or re-bans) a user or address.
+pub async fn ban(
+    State(state): State<AppState>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<NewBan>,
+) -> Result<(StatusCode, Json<BanBody>), ApiError> {
+    let subject = subject(&body.subject)?;
+    let default_seconds = state.policy.ban_duration.as_secs();
+    let seconds = body.seconds.unwrap_or(default_seconds);
+    if seconds == 0 || seconds > MAX_BAN_SECONDS {
+        return Err(ApiError::invalid(format!("seconds: must be between 1 and {MAX_BAN_SECONDS}")));
+    }
+    let reason = body.reason.unwrap_or_else(|| "banned by an admin".to_owned());
+    if reason.chars().count() > 200 {
+        return Err(ApiError::invalid("reason: at most 200 characters"));
+    }
+    let now = Timestamp::now();
+    let until = Timestamp(now.0 + i64::try_from(seconds * 1000).unwrap_or(i64::MAX));
+    let ban = Ban { subject, until, reason };
+    limits_of(&state)?.ban(ban.clone(), now).await?;
+    Ok((StatusCode::CREATED, Json(ban.into())))
+}
+
+/// `DELETE /v1/admin/bans/{subject}`: lifts a ban; 404 when none is in force.
+pub async fn lift(State(state): State<AppState>, _admin: Admin, PathId(text): PathId) -> Result<StatusCode, ApiError> {
+    let subject = subject(&text)?;
+    match limits_of(&state)?.lift(&subject, Timestamp::now()).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::not_found("ban")),
+    }
+}
