@@ -13,20 +13,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
+use redis::{AsyncCommands, RedisResult, Script};
 use stampede_core::{Timestamp, UserId};
 
 use super::window::Gcra;
 use super::{Ban, Limits, Policy, Request, Risk, Rules, Subject, Verdict};
 use crate::backend::{unavailable, EngineError};
+use crate::scaleout::conn::RedisConn;
 use crate::scaleout::RedisTarget;
 
 /// Limits for replicas sharing one Redis namespace.
 pub struct RedisLimits {
-    redis: Conn,
+    redis: RedisConn,
     namespace: String,
     rules: Rules,
     script: Script,
@@ -36,7 +34,7 @@ impl RedisLimits {
     /// Connects; every instance opened on the same target and namespace shares the limits.
     pub async fn open(target: &RedisTarget, namespace: &str, policy: Policy) -> Result<Self, EngineError> {
         Ok(Self {
-            redis: Conn::connect(target).await.map_err(unavailable)?,
+            redis: RedisConn::connect(target).await.map_err(unavailable)?,
             namespace: namespace.to_owned(),
             rules: Rules::of(&policy),
             script: Script::new(include_str!("lua/subject.lua")),
@@ -195,65 +193,5 @@ impl Limits for RedisLimits {
 
     async fn risk(&self, subject: &Subject, now: Timestamp) -> Result<Risk, EngineError> {
         Ok(self.peek(subject, now).await?.1)
-    }
-}
-
-/// A single node through a reconnecting connection manager, or a Cluster routed by slot; both
-/// multiplex concurrent calls over few connections and are cheap to clone per call. (The
-/// backend's own handle is private to `scaleout`; this is the same shape.)
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-/// A call that gets no answer in this time fails, so a stalled Redis turns into 503s instead of
-/// requests that hang.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-impl Conn {
-    async fn connect(target: &RedisTarget) -> RedisResult<Self> {
-        if target.cluster || target.urls.len() > 1 {
-            let client = ClusterClient::builder(target.urls.clone())
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .build()?;
-            return Ok(Self::Cluster(client.get_async_connection().await?));
-        }
-        let url = target.urls.first().map(String::as_str).unwrap_or("redis://127.0.0.1:6379/");
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2);
-        Ok(Self::Single(ConnectionManager::new_with_config(redis::Client::open(url)?, config).await?))
-    }
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
-        }
     }
 }

@@ -11,7 +11,7 @@
 
 mod auctions;
 mod buckets;
-mod conn;
+pub(crate) mod conn;
 mod feed;
 mod keys;
 mod reconcile;
