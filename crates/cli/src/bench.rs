@@ -1,15 +1,23 @@
 //! `stampede bench`: drives a running server and reports throughput and latency, always next
-//! to a `GET /healthz` baseline taken in the same run on the same server.
+//! to a `GET /healthz` baseline taken in the same run on the same server. The `streams`
+//! scenario instead reports the server's memory per open stream and the fan-out latency of one
+//! change.
+
+mod bids;
+mod streams;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use stampede_loadgen::{Phase, PurchaseScenario, Report, Target};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// What to measure after the healthz baseline.
+    #[arg(long, value_enum, default_value_t = Scenario::Purchases)]
+    scenario: Scenario,
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -51,6 +59,20 @@ pub struct BenchArgs {
     /// Process id of the server, to report its memory (Linux).
     #[arg(long)]
     server_pid: Option<u32>,
+    #[command(flatten)]
+    bids: bids::BidArgs,
+    #[command(flatten)]
+    streams: streams::StreamArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Purchases from distinct users on hot sales.
+    Purchases,
+    /// Bids from distinct bidders on one hot auction.
+    Bids,
+    /// Idle live-stream subscribers: memory per stream, fan-out latency of a change.
+    Streams,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -65,9 +87,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.seconds),
         warmup: Duration::from_secs(args.warmup),
     };
-    let baseline = stampede_loadgen::healthz(&target, &phase).await.context("healthz phase")?;
+    match args.scenario {
+        Scenario::Purchases => purchases(&target, &phase, &args).await,
+        Scenario::Bids => bids::run(&target, &phase, &args.bids).await,
+        Scenario::Streams => streams::run(&target, &args.streams, args.server_pid).await,
+    }
+}
+
+/// The same-run `GET /healthz` baseline every throughput figure is compared with.
+async fn baseline(target: &Target, phase: &Phase) -> anyhow::Result<Report> {
+    let baseline = stampede_loadgen::healthz(target, phase).await.context("healthz phase")?;
     println!("{}", baseline.line());
-    let rss_before = args.server_pid.and_then(rss_kib);
+    Ok(baseline)
+}
+
+async fn purchases(target: &Target, phase: &Phase, args: &BenchArgs) -> anyhow::Result<()> {
+    let baseline = baseline(target, phase).await?;
+    let rss_before = args.server_pid.and_then(stampede_loadgen::process::rss_kib);
     let scenario = PurchaseScenario {
         sales: args.sales,
         stock_per_sale: args.stock,
@@ -77,10 +113,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         idempotency_keys: args.idempotency_keys,
         stock_buckets: args.stock_buckets,
     };
-    let purchases = stampede_loadgen::purchases(&target, &phase, &scenario).await.context("purchase phase")?;
+    let purchases = stampede_loadgen::purchases(target, phase, &scenario).await.context("purchase phase")?;
     println!("{}", purchases.line());
     print_summary(&baseline, &purchases);
-    if let (Some(before), Some(after)) = (rss_before, args.server_pid.and_then(rss_kib)) {
+    if let (Some(before), Some(after)) = (rss_before, args.server_pid.and_then(stampede_loadgen::process::rss_kib)) {
         print_memory(before, after, &purchases);
     }
     Ok(())
@@ -108,11 +144,4 @@ fn print_memory(before_kib: u64, after_kib: u64, purchases: &Report) {
         "server RSS {before_kib} KiB -> {after_kib} KiB after {} holds: about {per_million_mib:.0} MiB per 1M held orders",
         purchases.ok
     );
-}
-
-/// Resident set size of a process in KiB, from /proc.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -23,8 +23,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (embedded store by default).
-    Serve(config::ServeArgs),
-    /// Load-test a running server: healthz baseline, then purchases from distinct users.
+    Serve(Box<config::ServeArgs>),
+    /// Load-test a running server: healthz baseline, then purchases or bids from distinct users;
+    /// or idle live-stream subscribers (memory per stream, fan-out latency).
     Bench(bench::BenchArgs),
     /// Scale-out mode: compare Redis counters with Postgres orders for every sale; exits 1 on a
     /// mismatch.
@@ -44,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve::run(config::Config::resolve(args)?))
+            runtime.block_on(serve::run(config::Config::resolve(*args)?))
         }
         Command::Reconcile(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -42,6 +42,8 @@ pub enum LoadError {
     InvalidSaleId(String),
     #[error("token signing failed")]
     Token(#[source] jsonwebtoken::errors::Error),
+    #[error("open-files limit is {limit}, below the {wanted} the subscribers need (raise the hard limit)")]
+    OpenFilesLimit { wanted: u64, limit: u64 },
     #[error("load worker task failed")]
     Worker(#[source] tokio::task::JoinError),
 }

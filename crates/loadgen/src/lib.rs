@@ -3,13 +3,18 @@
 //! Closed-loop and connection-bound: each of `Phase::connections` tasks owns one keep-alive
 //! HTTP/1.1 connection and sends its next request as soon as the previous response is read.
 //! Latencies go into a fixed-size log-linear histogram per task, merged when the phase ends.
+//! Scenarios: `healthz` (the baseline), `purchases`, `bids` (one hot auction), and `streams`
+//! (idle live-stream subscribers: server memory per stream and fan-out latency of one change).
 
+mod auction;
 mod conn;
 mod error;
 pub mod histogram;
+pub mod process;
 mod report;
 mod runner;
 mod scenario;
+mod streams;
 mod token;
 mod workload;
 
@@ -19,9 +24,11 @@ mod tests;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use auction::{bids, BidRun, BidScenario};
 pub use error::LoadError;
 pub use report::Report;
 pub use scenario::{healthz, purchases, PurchaseScenario};
+pub use streams::{streams, Round, SourceAddresses, StreamReport, StreamScenario, StreamTopic, Transport};
 pub use token::{mint_token, try_mint_token};
 
 /// The server under test and the secrets needed to act as its users and its admin.

@@ -40,6 +40,11 @@ impl Report {
         }
     }
 
+    /// Responses with the scenario's success status per second of the measured window.
+    pub fn ok_per_second(&self) -> f64 {
+        per_second(self.ok, self.elapsed)
+    }
+
     pub fn line(&self) -> String {
         let mut line = format!(
             "{}: {} req in {} = {:.0} req/s, ok {}, non-2xx {}, io errors {}, p50 {} p99 {} p99.9 {} max {}",

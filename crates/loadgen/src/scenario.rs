@@ -82,7 +82,7 @@ fn validate(scenario: &PurchaseScenario) -> Result<(), LoadError> {
 }
 
 /// Distinguishes this run's sale names and idempotency keys from earlier runs'.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos()).unwrap_or(0);
     format!("{nanos:x}")
 }
@@ -92,7 +92,7 @@ fn order_body(quantity: u32) -> Bytes {
 }
 
 /// Signing thousands of tokens is CPU work, so it runs off the reactor and before timing.
-async fn mint_user_tokens(secret: &str, users: usize, ttl_secs: u64) -> Result<Vec<HeaderValue>, LoadError> {
+pub(crate) async fn mint_user_tokens(secret: &str, users: usize, ttl_secs: u64) -> Result<Vec<HeaderValue>, LoadError> {
     let secret = secret.to_owned();
     let minting = tokio::task::spawn_blocking(move || mint_all(&secret, users, ttl_secs));
     minting.await.map_err(LoadError::Worker)?
@@ -111,7 +111,11 @@ pub(crate) fn user_id(user: usize) -> String {
     format!("loadgen-{user}")
 }
 
-async fn create_sales(target: &Target, scenario: &PurchaseScenario, run_id: &str) -> Result<Vec<String>, LoadError> {
+pub(crate) async fn create_sales(
+    target: &Target,
+    scenario: &PurchaseScenario,
+    run_id: &str,
+) -> Result<Vec<String>, LoadError> {
     let admin = workload::bearer(&target.admin_token, "admin token")?;
     let host = workload::host_header(target.addr)?;
     let mut conn = conn::connect(target.addr).await?;
@@ -158,7 +162,7 @@ async fn create_sale(
     Ok(sale.id)
 }
 
-fn unexpected_status(what: &'static str, status: StatusCode, body: &[u8]) -> LoadError {
+pub(crate) fn unexpected_status(what: &'static str, status: StatusCode, body: &[u8]) -> LoadError {
     let quoted = &body[..body.len().min(QUOTED_BODY)];
     LoadError::UnexpectedStatus { what, status: status.as_u16(), body: String::from_utf8_lossy(quoted).into_owned() }
 }

@@ -11,6 +11,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::http::HeaderValue;
 use hyper::{Method, Request, StatusCode, Uri};
 
+use crate::auction::Bidding;
 use crate::conn::Body;
 use crate::LoadError;
 
@@ -18,6 +19,7 @@ use crate::LoadError;
 pub(crate) enum Workload {
     Healthz(Healthz),
     Purchase(Purchase),
+    Bid(Bidding),
 }
 
 pub(crate) struct Healthz {
@@ -43,7 +45,7 @@ impl Workload {
     pub(crate) fn ok_status(&self) -> StatusCode {
         match self {
             Workload::Healthz(_) => StatusCode::OK,
-            Workload::Purchase(_) => StatusCode::CREATED,
+            Workload::Purchase(_) | Workload::Bid(_) => StatusCode::CREATED,
         }
     }
 
@@ -52,6 +54,7 @@ impl Workload {
         match self {
             Workload::Healthz(healthz) => healthz.request(),
             Workload::Purchase(purchase) => purchase.request(worker, seq),
+            Workload::Bid(bidding) => bidding.request(),
         }
     }
 }
@@ -115,7 +118,7 @@ pub(crate) fn order_uri(sale_id: &str) -> Result<Uri, LoadError> {
     path.parse().map_err(|_| LoadError::InvalidSaleId(sale_id.to_owned()))
 }
 
-fn encode_segment(segment: &str) -> String {
+pub(crate) fn encode_segment(segment: &str) -> String {
     let mut encoded = String::with_capacity(segment.len());
     for byte in segment.bytes() {
         let unreserved = byte.is_ascii_alphanumeric() || b"-._~".contains(&byte);
