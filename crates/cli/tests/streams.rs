@@ -587,3 +587,41 @@ async fn sigterm_ends_open_streams_and_exits_cleanly() {
         assert_eq!(end, End::Clean, "the server ends the {what} stream properly");
     }
 }
+
+/// A stream asked for on a connection that already served another request goes through the
+/// HTTP stack rather than the direct writer; both give the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_a_kept_alive_connection_works_too() {
+    let server = Server::start().await;
+    let api = server.api().clone();
+    let sale_id = api.sale_with(5, 1, 600).await;
+    let addr: std::net::SocketAddr = api.url("").trim_start_matches("http://").parse().expect("server address");
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: stampede\r\n\r\n").await.expect("send");
+    let first = read_until(&mut stream, b"\"ok\"").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let request = format!("GET /v1/sales/{sale_id}/events HTTP/1.1\r\nHost: stampede\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let snapshot = read_until(&mut stream, b"\"available\":5").await;
+    assert!(snapshot.contains("text/event-stream") && snapshot.contains("event: sale"), "{snapshot}");
+    buy_ok(&api, "kept-alive-buyer", &sale_id).await;
+    read_until(&mut stream, b"\"available\":4").await;
+}
+
+/// Reads until `needle` appears, within `EVENT_LIMIT`; returns what was read.
+async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(EVENT_LIMIT, async {
+        let mut buffer = [0u8; 4096];
+        while !seen.windows(needle.len()).any(|window| window == needle) {
+            let n = stream.read(&mut buffer).await.expect("read");
+            assert!(n > 0, "the server closed the connection");
+            seen.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(read.is_ok(), "{} did not arrive; got {text}", String::from_utf8_lossy(needle));
+    text
+}

@@ -109,13 +109,19 @@ impl FromRequestParts<AppState> for StreamUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let from_query = || {
-            let query = parts.uri.query()?;
-            query.split('&').find_map(|pair| pair.strip_prefix("access_token="))
-        };
-        let token = bearer(parts).or_else(from_query).ok_or_else(ApiError::unauthorized)?;
-        state.auth.verify(token).map(StreamUser).ok_or_else(ApiError::unauthorized)
+        stream_user(state, &parts.headers, parts.uri.query()).map(StreamUser)
     }
+}
+
+/// The user of a stream request: a bearer token, or `access_token` in the query.
+pub(crate) fn stream_user(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    query: Option<&str>,
+) -> Result<UserId, ApiError> {
+    let from_query = || query?.split('&').find_map(|pair| pair.strip_prefix("access_token="));
+    let token = bearer_in(headers).or_else(from_query).ok_or_else(ApiError::unauthorized)?;
+    state.auth.verify(token).ok_or_else(ApiError::unauthorized)
 }
 
 /// A request made with the admin token. A user token here is forbidden, anything else

@@ -190,7 +190,7 @@ pub async fn serve(
         shutdown.await;
         hub.close();
     };
-    serve::run(listener, app(state), max_connections, header_read_timeout, shutdown).await;
+    serve::run(listener, state, max_connections, header_read_timeout, shutdown).await;
     let _ = stop_streams.send(true);
     if let Err(error) = follower.await {
         tracing::error!(%error, "the stream follower ended abnormally");

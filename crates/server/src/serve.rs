@@ -1,6 +1,7 @@
 //! The connection loop: at most `max_connections` open at once (the next waits in the kernel
 //! backlog), a deadline for reading each request's headers (slow or idle clients cannot hold a
-//! slot forever), and a graceful stop that lets in-flight requests finish.
+//! slot forever), and a graceful stop that lets in-flight requests finish. A connection whose
+//! first request is an event stream is served by `streams::raw`, everything else by hyper.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,16 +16,20 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::streams::raw::{self, First};
+use crate::AppState;
+
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn run(
     listener: TcpListener,
-    app: Router,
+    state: AppState,
     max_connections: usize,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    let app = crate::app(state.clone());
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(MAX_HEAD_BYTES);
@@ -36,11 +41,20 @@ pub(crate) async fn run(
             () = &mut shutdown => break,
         };
         let (stream, peer, permit) = accepted;
-        let service = with_peer(app.clone(), peer);
-        let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
-        let mut stopping = stopping.clone();
+        let (state, app, http, mut stopping) = (state.clone(), app.clone(), http.clone(), stopping.clone());
         tokio::spawn(async move {
             let _slot = permit;
+            // A connection that has not sent its first request yet is closed at shutdown.
+            let first = tokio::select! {
+                first = raw::first_request(&stream, header_read_timeout) => first,
+                _ = stopping.changed() => return,
+            };
+            match first {
+                First::Silent => return,
+                First::Stream => return raw::serve(state, stream, peer).await,
+                First::Http => {}
+            }
+            let connection = http.serve_connection(TokioIo::new(stream), with_peer(app, peer)).with_upgrades();
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,

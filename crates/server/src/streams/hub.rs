@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use serde::Serialize;
 use stampede_core::{Timestamp, UserId};
@@ -30,13 +31,16 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Personal events a slow client may fall behind by before it skips the oldest.
 const PERSONAL_RING: usize = 32;
 
-/// One message, encoded once for every subscriber: the JSON, and the same as an SSE event.
+/// One message, encoded once for every subscriber: the JSON (as a WebSocket text message), and
+/// the same as an SSE event.
 #[derive(Debug)]
 pub struct Frame {
     /// Identifies the content (a hash of the JSON for snapshots), for `Last-Event-ID`.
     pub id: String,
-    pub json: Bytes,
+    pub text: Utf8Bytes,
     pub sse: Bytes,
+    /// The SSE event as one HTTP/1.1 chunk, for streams written straight to the socket.
+    pub chunk: Bytes,
 }
 
 impl Frame {
@@ -52,7 +56,11 @@ impl Frame {
         sse.extend_from_slice(format!("id: {id}\nevent: {event}\ndata: ").as_bytes());
         sse.extend_from_slice(&json);
         sse.extend_from_slice(b"\n\n");
-        Self { id, json: json.into(), sse: sse.into() }
+        let text = Utf8Bytes::from(String::from_utf8(json).unwrap_or_default());
+        let mut chunk = format!("{:x}\r\n", sse.len()).into_bytes();
+        chunk.extend_from_slice(&sse);
+        chunk.extend_from_slice(b"\r\n");
+        Self { id, text, sse: sse.into(), chunk: chunk.into() }
     }
 }
 

@@ -4,6 +4,7 @@
 mod follow;
 pub mod hub;
 mod personal;
+pub(crate) mod raw;
 mod snapshot;
 
 use std::collections::VecDeque;
@@ -29,22 +30,22 @@ use crate::orders::OrderBody;
 use crate::AppState;
 
 pub async fn sale_sse(state: State<AppState>, id: PathId, headers: HeaderMap) -> Result<Response, ApiError> {
-    let feed = topic_feed(&state, Topic::Sale(Arc::from(id.0)), &headers).await?;
+    let feed = topic_feed(&state, Topic::Sale(Arc::from(id.0)), last_event_id(&headers)).await?;
     Ok(sse(feed))
 }
 
 pub async fn sale_ws(state: State<AppState>, id: PathId, upgrade: Upgrade) -> Result<Response, ApiError> {
-    let feed = topic_feed(&state, Topic::Sale(Arc::from(id.0)), &HeaderMap::new()).await?;
+    let feed = topic_feed(&state, Topic::Sale(Arc::from(id.0)), None).await?;
     Ok(websocket(upgrade, feed))
 }
 
 pub async fn auction_sse(state: State<AppState>, id: PathId, headers: HeaderMap) -> Result<Response, ApiError> {
-    let feed = topic_feed(&state, Topic::Auction(Arc::from(id.0)), &headers).await?;
+    let feed = topic_feed(&state, Topic::Auction(Arc::from(id.0)), last_event_id(&headers)).await?;
     Ok(sse(feed))
 }
 
 pub async fn auction_ws(state: State<AppState>, id: PathId, upgrade: Upgrade) -> Result<Response, ApiError> {
-    let feed = topic_feed(&state, Topic::Auction(Arc::from(id.0)), &HeaderMap::new()).await?;
+    let feed = topic_feed(&state, Topic::Auction(Arc::from(id.0)), None).await?;
     Ok(websocket(upgrade, feed))
 }
 
@@ -136,13 +137,16 @@ impl Source {
 
 /// Subscribes to a topic (404 if it does not exist) and queues its current state, unless the
 /// client resumes with `Last-Event-ID` naming exactly that state.
-async fn topic_feed(state: &AppState, topic: Topic, headers: &HeaderMap) -> Result<Feed, ApiError> {
+fn last_event_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("last-event-id").and_then(|value| value.to_str().ok())
+}
+
+async fn topic_feed(state: &AppState, topic: Topic, last_seen: Option<&str>) -> Result<Feed, ApiError> {
     let current = snapshot::of(state, &topic).await.ok_or_else(|| not_found(&topic))?;
     let slot = state.hub.slot()?;
     let mut latest = state.hub.subscribe(topic, current);
     let frame = latest.borrow_and_update().clone();
     let mut feed = Feed::new(state, Source::Topic(latest), slot);
-    let last_seen = headers.get("last-event-id").and_then(|value| value.to_str().ok());
     if last_seen != Some(frame.id.as_str()) {
         feed.pending.push_back(frame);
     }
@@ -184,8 +188,21 @@ fn sse(feed: Feed) -> Response {
     response
 }
 
+/// Client messages are ignored (beyond close and pong), so a small read buffer does; the
+/// default (128 KiB, zero-filled before each read) would be most of an idle socket's memory.
+const WS_READ_BUFFER: usize = 1024;
+/// Frames go out one by one as they come, with nothing to gather.
+const WS_WRITE_BUFFER: usize = 0;
+/// A client message larger than this closes the socket.
+const WS_MAX_MESSAGE: usize = 16 * 1024;
+
 fn websocket(Upgrade(upgrade): Upgrade, feed: Feed) -> Response {
-    upgrade.on_upgrade(move |socket| pump(socket, feed))
+    upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_message_size(WS_MAX_MESSAGE)
+        .max_frame_size(WS_MAX_MESSAGE)
+        .on_upgrade(move |socket| pump(socket, feed))
 }
 
 /// Sends the feed to the socket until either side ends; client messages other than close are
@@ -194,7 +211,7 @@ async fn pump(mut socket: WebSocket, mut feed: Feed) {
     loop {
         let message = tokio::select! {
             item = feed.next() => match item {
-                Some(Item::Frame(frame)) => Message::Text(String::from_utf8_lossy(&frame.json).into_owned().into()),
+                Some(Item::Frame(frame)) => Message::Text(frame.text.clone()),
                 Some(Item::Beat) => Message::Ping(Bytes::new()),
                 None => {
                     let _ = socket.send(Message::Close(None)).await;
