@@ -612,3 +612,114 @@ fn assert_sale_totals(sale_id: &str, stock: u64, ledger: &Value, orders: &HashMa
     let store = &ledger["store"];
     assert_eq!((store["held"].as_i64(), store["sold"].as_i64()), (Some(held), Some(paid)), "{sale_id} store: {ledger}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Traffic defense across replicas: limits and bans live in the shared Redis.
+
+/// Two replicas with the limits on (the harness turns them off) and `env` on top.
+async fn defended_replicas(env: &[(&str, &str)]) -> Replicas {
+    let backends = Backends::shared().await;
+    let mut all = vec![("STAMPEDE_LIMITS", "on")];
+    all.extend_from_slice(env);
+    Replicas::start_with_env(2, &backends, &all).await
+}
+
+/// The request as relayed by a proxy that saw `client`.
+fn relayed(request: RequestBuilder, client: &str) -> RequestBuilder {
+    request.header("X-Forwarded-For", client)
+}
+
+fn assert_refused_as(reply: &Reply, status: u16, code: &str, what: &str) {
+    assert_eq!((reply.status, reply.code()), (status, code), "{what}: {}", reply.text);
+    assert!(reply.headers.contains_key("retry-after"), "{what}: Retry-After missing: {reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_burst_split_across_replicas_is_limited_in_total() {
+    // One request a second: the burst of 4 only refills if the six arrive a second apart.
+    let replicas = defended_replicas(&[("STAMPEDE_RATE_USER", "1:4")]).await;
+    let (a, b) = (replicas.api(0), replicas.api(1));
+    let sale_id = a.sale_with(100, 10, 600).await;
+    let user = unique("split-burst");
+
+    let sends: Vec<_> = (0..6)
+        .map(|n| {
+            let api = if n % 2 == 0 { a.clone() } else { b.clone() };
+            let request = api.buy_request(&user, &sale_id, 1, None);
+            tokio::spawn(async move { api.send(request).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for send in sends {
+        replies.push(send.await.expect("purchase task panicked"));
+    }
+    let seen: Vec<(u16, &str)> = replies.iter().map(|reply| (reply.status, reply.code())).collect();
+    let limited: Vec<&Reply> = replies.iter().filter(|reply| reply.status == 429).collect();
+    assert_eq!(limited.len(), 2, "the limits let through the burst of 4 in total: {seen:?}");
+    for reply in limited {
+        assert_refused_as(reply, 429, "rate_limited", "past the shared burst");
+    }
+    // A request let through may still owe work when a concurrent one of the same user was
+    // refused just before its risk was read; nothing else may come back.
+    let through = |answer: &&(u16, &str)| matches!(answer, (201, _) | (403, "proof_of_work_required"));
+    assert_eq!(seen.iter().filter(through).count(), 4, "{seen:?}");
+    let created = seen.iter().filter(|(status, _)| *status == 201).count() as u64;
+    let sale = b.assert_consistent(&sale_id).await;
+    assert_eq!(count(&sale, "held"), created, "{sale}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_triggered_on_one_replica_is_enforced_on_another() {
+    // Each request from its own address, so the user crosses the threshold, not an address.
+    let replicas =
+        defended_replicas(&[("STAMPEDE_BAN_THRESHOLD", "5"), ("STAMPEDE_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let (a, b) = (replicas.api(0), replicas.api(1));
+    let sale_id = a.sale_with(100, 10, 600).await;
+    let mallory = unique("mallory");
+
+    let mut replies = Vec::new();
+    for n in 0..6 {
+        replies.push(a.send(relayed(a.buy_request(&mallory, &sale_id, 1, None), &format!("10.0.0.{n}"))).await);
+    }
+    let seen: Vec<(u16, &str)> = replies.iter().map(|reply| (reply.status, reply.code())).collect();
+    assert_eq!(&seen[..2], &[(201, ""), (201, "")], "{seen:?}");
+    assert!(seen[2..5].iter().all(|&answer| answer == (403, "proof_of_work_required")), "{seen:?}");
+    assert_refused_as(&replies[5], 403, "banned", "crossing the threshold on A");
+
+    let on_b = b.send(relayed(b.buy_request(&mallory, &sale_id, 1, None), "10.0.1.1")).await;
+    assert_refused_as(&on_b, 403, "banned", "the same user on B");
+    let waitlist = b.user(&mallory, Method::POST, &format!("/v1/sales/{sale_id}/waitlist")).json(&json!({}));
+    assert_refused_as(&b.send(relayed(waitlist, "10.0.1.2")).await, 403, "banned", "joining the waitlist on B");
+    let other = b.send(relayed(b.buy_request(&unique("alice"), &sale_id, 1, None), "10.0.1.3")).await;
+    assert_eq!(other.status, 201, "another user on B is not affected: {}", other.text);
+    let listed = b.banned_subjects().await;
+    assert_eq!(listed, vec![format!("user:{mallory}")], "B lists the ban made on A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_ban_placed_on_one_replica_is_listed_and_lifted_on_another() {
+    let replicas = defended_replicas(&[]).await;
+    let (a, b) = (replicas.api(0), replicas.api(1));
+    let sale_id = a.sale_with(100, 10, 600).await;
+    let bob = unique("bob");
+    let subject = format!("user:{bob}");
+
+    let placed = a.ban(json!({ "subject": subject, "seconds": 600, "reason": "chargebacks" })).await;
+    assert_eq!(placed.expect(201)["subject"], json!(subject), "{}", placed.text);
+    let on_b = b.bans().await;
+    assert_eq!(on_b.len(), 1, "{on_b:?}");
+    assert_eq!(
+        (on_b[0]["subject"].as_str(), on_b[0]["reason"].as_str()),
+        (Some(subject.as_str()), Some("chargebacks"))
+    );
+    assert_refused_as(&b.buy(&bob, &sale_id, 1, None).await, 403, "banned", "bob on B");
+    assert_refused_as(&a.buy(&bob, &sale_id, 1, None).await, 403, "banned", "bob on A");
+
+    b.lift_ban(&subject).await.expect(204);
+    assert!(a.bans().await.is_empty(), "A no longer lists the ban lifted on B");
+    a.lift_ban(&subject).await.expect_error(404, "not_found");
+    // Refused twice within the window, bob owes proof of work; a challenge from A passes on B.
+    let proof = a.solved_challenge(Some(&bob)).await;
+    let bought = b.send(b.buy_request(&bob, &sale_id, 1, None).header("Stampede-Pow", proof)).await;
+    assert_eq!(bought.status, 201, "bob buys again once the ban is lifted: {}", bought.text);
+}

@@ -35,6 +35,13 @@ impl Reply {
         self.body["error"]["message"].as_str().unwrap_or("")
     }
 
+    /// The `Retry-After` header in whole seconds; panics when it is missing or not a number.
+    pub fn retry_after(&self) -> u64 {
+        let header = self.headers.get("retry-after").unwrap_or_else(|| panic!("no Retry-After: {self:?}"));
+        let text = header.to_str().unwrap_or_else(|_| panic!("Retry-After is not text: {self:?}"));
+        text.trim().parse().unwrap_or_else(|_| panic!("Retry-After is not whole seconds: {text:?}"))
+    }
+
     /// Asserts `status` and returns the JSON body.
     pub fn expect(&self, status: u16) -> &Value {
         assert_eq!(self.status, status, "unexpected status, body: {}", self.text);
@@ -242,6 +249,72 @@ impl Api {
         let request = self.user(user, Method::POST, &format!("/v1/auctions/{auction_id}/buy-now"));
         self.send(request.json(&json!({}))).await
     }
+
+    /// `GET /v1/challenge`, as `user` when given; returns the challenge body.
+    pub async fn challenge(&self, user: Option<&str>) -> Value {
+        let request = match user {
+            Some(user) => self.user(user, Method::GET, "/v1/challenge"),
+            None => self.request(Method::GET, "/v1/challenge"),
+        };
+        self.send(request).await.expect(200).clone()
+    }
+
+    /// A fresh challenge for `user`, solved at the difficulty it asks: a `Stampede-Pow` value.
+    pub async fn solved_challenge(&self, user: Option<&str>) -> String {
+        let challenge = self.challenge(user).await;
+        let token = challenge["challenge"].as_str().expect("challenge token").to_string();
+        let difficulty = challenge["difficulty"].as_u64().expect("challenge difficulty");
+        solve_pow(&token, u32::try_from(difficulty).expect("difficulty fits u32")).await
+    }
+
+    /// Bans in force, as `GET /v1/admin/bans` lists them.
+    pub async fn bans(&self) -> Vec<Value> {
+        let reply = self.send(self.admin(Method::GET, "/v1/admin/bans")).await;
+        reply.expect(200)["bans"].as_array().expect("bans array").clone()
+    }
+
+    /// The subjects (`user:<id>`, `ip:<addr>`) banned now.
+    pub async fn banned_subjects(&self) -> Vec<String> {
+        let bans = self.bans().await;
+        bans.iter().map(|ban| ban["subject"].as_str().expect("ban subject").to_string()).collect()
+    }
+
+    /// `POST /v1/admin/bans`.
+    pub async fn ban(&self, body: Value) -> Reply {
+        self.send(self.admin(Method::POST, "/v1/admin/bans").json(&body)).await
+    }
+
+    /// `DELETE /v1/admin/bans/{subject}`.
+    pub async fn lift_ban(&self, subject: &str) -> Reply {
+        self.send(self.admin(Method::DELETE, &format!("/v1/admin/bans/{subject}"))).await
+    }
+}
+
+/// Finds a nonce for a proof-of-work challenge, off the reactor; returns the `Stampede-Pow`
+/// header value `<challenge>:<nonce>` whose SHA-256 has `difficulty` leading zero bits.
+pub async fn solve_pow(challenge: &str, difficulty: u32) -> String {
+    let challenge = challenge.to_string();
+    let solve = move || {
+        use sha2::{Digest, Sha256};
+        let prefix = Sha256::new().chain_update(challenge.as_bytes()).chain_update(b":");
+        let nonce = (0u64..)
+            .find(|nonce| leading_zero_bits(&prefix.clone().chain_update(nonce.to_string()).finalize()) >= difficulty)
+            .expect("some nonce solves the challenge");
+        format!("{challenge}:{nonce}")
+    };
+    tokio::task::spawn_blocking(solve).await.expect("solver panicked")
+}
+
+/// Leading zero bits of a hash, as the proof of work counts them.
+pub fn leading_zero_bits(hash: &[u8]) -> u32 {
+    let mut bits = 0;
+    for &byte in hash {
+        bits += byte.leading_zeros();
+        if byte != 0 {
+            break;
+        }
+    }
+    bits
 }
 
 pub fn count(value: &Value, field: &str) -> u64 {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
-pub use api::{count, now_secs, parse_rfc3339, rfc3339_after, Api, Reply};
+pub use api::{count, leading_zero_bits, now_secs, parse_rfc3339, rfc3339_after, solve_pow, Api, Reply};
 pub use pool::for_each_concurrent;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -147,10 +147,11 @@ pub(crate) async fn spawn_with(
     let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        // Limits off unless `env` turns them on: most tests send everything from one address.
+        .env("STAMPEDE_LIMITS", "off")
         .envs(env.iter().copied())
         .env("STAMPEDE_JWT_SECRET", api.secret())
         .env("STAMPEDE_ADMIN_TOKEN", &api.admin_token)
-        .env("STAMPEDE_LIMITS", "off")
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)

@@ -374,10 +374,10 @@ struct Replica {
 }
 
 impl Replica {
-    async fn start(backends: Backends, api: Api) -> Replica {
+    async fn start(backends: Backends, api: Api, env: Vec<(String, String)>) -> Replica {
         let logs = TempDir::new().expect("create replica log dir");
         let data = TempDir::new().expect("create replica data dir");
-        let (child, base) = spawn_replica(&backends, &api, logs.path(), data.path(), 0).await;
+        let (child, base) = spawn_replica(&backends, &api, &env, logs.path(), data.path(), 0).await;
         Replica { child, base, logs, data, generation: 0 }
     }
 
@@ -412,20 +412,31 @@ pub struct Replicas {
     api: Api,
     replicas: Vec<Replica>,
     bases: Arc<RwLock<Vec<String>>>,
+    /// Extra environment of every replica, restarts included.
+    env: Vec<(String, String)>,
 }
 
 impl Replicas {
     /// Starts `count` replicas at once (they run the migrations concurrently, as a deployment
     /// would) and waits until each listens.
     pub async fn start(count: usize, backends: &Backends) -> Replicas {
+        Replicas::start_with_env(count, backends, &[]).await
+    }
+
+    /// As `start`, with `env` on top of the test settings of every replica (for example
+    /// `STAMPEDE_LIMITS=on`); restarts keep it.
+    pub async fn start_with_env(count: usize, backends: &Backends, env: &[(&str, &str)]) -> Replicas {
         let api = Api::new(unique("secret"), unique("admin"));
-        let starts: Vec<_> = (0..count).map(|_| tokio::spawn(Replica::start(backends.clone(), api.clone()))).collect();
+        let env: Vec<(String, String)> =
+            env.iter().map(|&(name, value)| (name.to_string(), value.to_string())).collect();
+        let starts: Vec<_> =
+            (0..count).map(|_| tokio::spawn(Replica::start(backends.clone(), api.clone(), env.clone()))).collect();
         let mut replicas = Vec::new();
         for start in starts {
             replicas.push(start.await.expect("replica start panicked"));
         }
         let bases = Arc::new(RwLock::new(replicas.iter().map(|replica| replica.base.clone()).collect()));
-        Replicas { backends: backends.clone(), api, replicas, bases }
+        Replicas { backends: backends.clone(), api, replicas, bases, env }
     }
 
     pub fn backends(&self) -> &Backends {
@@ -457,9 +468,15 @@ impl Replicas {
         self.kill9(index).await;
         let replica = &mut self.replicas[index];
         replica.generation += 1;
-        let (child, base) =
-            spawn_replica(&self.backends, &self.api, replica.logs.path(), replica.data.path(), replica.generation)
-                .await;
+        let (child, base) = spawn_replica(
+            &self.backends,
+            &self.api,
+            &self.env,
+            replica.logs.path(),
+            replica.data.path(),
+            replica.generation,
+        )
+        .await;
         replica.child = child;
         replica.base = base.clone();
         self.bases.write().unwrap_or_else(PoisonError::into_inner)[index] = base;
@@ -494,7 +511,16 @@ impl Drop for Replicas {
 
 /// Spawns `stampede serve` in scale-out mode and waits for its `listening on` line; returns
 /// the process and its base URL.
-async fn spawn_replica(backends: &Backends, api: &Api, logs: &Path, data: &Path, generation: u32) -> (Child, String) {
-    let (child, addr) = super::spawn_with(data, api, logs, generation, &backends.env()).await;
+async fn spawn_replica(
+    backends: &Backends,
+    api: &Api,
+    extra: &[(String, String)],
+    logs: &Path,
+    data: &Path,
+    generation: u32,
+) -> (Child, String) {
+    let mut env: Vec<(&str, &str)> = extra.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+    env.extend(backends.env());
+    let (child, addr) = super::spawn_with(data, api, logs, generation, &env).await;
     (child, format!("http://{addr}"))
 }

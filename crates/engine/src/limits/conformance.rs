@@ -44,6 +44,7 @@ macro_rules! limits_conformance {
             replicas_share_limits_and_bans,
             concurrent_admits_pass_at_most_the_burst,
             concurrent_admits_ban_past_the_threshold,
+            a_ban_settles_the_requests_that_caused_it,
         );
     };
     (@cases $harness:ty; $($case:ident),* $(,)?) => {
@@ -221,6 +222,34 @@ pub async fn bans_refuse_admit_and_ban_of_until_they_expire<H: Harness>() {
     assert_eq!(auto.until, at(60_000));
     assert_eq!(admit(limits, Some(&carol), ip(10), None, at(59_999)).await, Verdict::Banned(auto));
     assert_eq!(admit(limits, Some(&carol), ip(11), None, at(60_000)).await, Verdict::Allowed, "the ban ran out");
+}
+
+/// After a ban is lifted, or runs out within the window that caused it, the subject starts
+/// counting afresh: the requests that caused the ban are not counted against it again.
+pub async fn a_ban_settles_the_requests_that_caused_it<H: Harness>() {
+    let policy = Policy { ban_threshold: 3, ban_duration: Duration::from_secs(2), ..open_policy() };
+    let h = H::open(policy).await;
+    let limits = &*h.limits();
+    let (alice, bob) = (user("alice"), user("bob"));
+    // Every request from an address of its own, so only the users' windows fill up.
+    let mut next_ip = 0u8;
+    let mut fresh_ip = || {
+        next_ip += 1;
+        ip(next_ip)
+    };
+    for who in [&alice, &bob] {
+        for _ in 0..3 {
+            assert_eq!(admit(limits, Some(who), fresh_ip(), None, at(1_000)).await, Verdict::Allowed);
+        }
+        assert_banned(&admit(limits, Some(who), fresh_ip(), None, at(1_000)).await, &Subject::User(who.clone()));
+    }
+    assert!(limits.lift(&Subject::User(alice.clone()), at(1_500)).await.expect("lift"));
+    let lifted = admit(limits, Some(&alice), fresh_ip(), None, at(1_600)).await;
+    assert_eq!(lifted, Verdict::Allowed, "lifted: counts afresh");
+    let ran_out = admit(limits, Some(&bob), fresh_ip(), None, at(3_000)).await;
+    assert_eq!(ran_out, Verdict::Allowed, "ran out: counts afresh");
+    let risk = limits.risk(&Subject::User(alice), at(1_700)).await.expect("risk");
+    assert!(risk.refused >= 1, "the refusal is still remembered for proof of work: {risk:?}");
 }
 
 pub async fn admins_ban_lift_and_list<H: Harness>() {

@@ -130,7 +130,10 @@ impl Limits for MemoryLimits {
 
     async fn lift(&self, subject: &Subject, now: Timestamp) -> Result<bool, EngineError> {
         let at = Moment::of(&self.rules, now);
-        let lifted = self.on_subject(subject, &at, false, |state| state.ban.take());
+        let lifted = self.on_subject(subject, &at, false, |state| {
+            state.window.forgive_requests();
+            state.ban.take()
+        });
         Ok(lifted.flatten().is_some_and(|ban| ban.until > now))
     }
 
@@ -201,6 +204,7 @@ impl SubjectState {
         if rules.threshold > 0 && requests > rules.threshold {
             let ban = Ban { subject: subject(), until: at.now.plus_millis(rules.ban_ms), reason: rules.reason.clone() };
             self.ban = Some(ban.clone());
+            self.window.forgive_requests();
             self.window.count_refused(at.bucket);
             return Verdict::Banned(ban);
         }

@@ -64,6 +64,12 @@ impl Window {
         self.totals(bucket).requests
     }
 
+    /// Forgets the requests counted so far (not the refusals): a ban settles them, so a subject
+    /// whose ban ends or is lifted starts counting afresh instead of being banned again at once.
+    pub fn forgive_requests(&mut self) {
+        self.requests = [0; BUCKETS];
+    }
+
     pub fn count_refused(&mut self, bucket: i64) {
         let slot = self.advance(bucket);
         self.refused[slot] = self.refused[slot].saturating_add(1);

@@ -122,6 +122,10 @@ local function admit()
     if threshold > 0 and totals(window, bucket) > threshold then
       until_ms = now + ban_ms
       redis.call('HSET', key, 'u', int(until_ms), 'm', reason)
+      -- The ban settles the requests counted so far (window.rs: forgive_requests).
+      for i = 0, BUCKETS - 1 do
+        window.requests[i] = 0
+      end
       return refuse({ 'banned', int(until_ms), reason, '1' })
     end
   end
@@ -152,8 +156,17 @@ end
 
 -- Reply: {'1'} when a ban was in force.
 local function lift()
-  local until_ms = tonumber(redis.call('HGET', key, 'u'))
+  local state = redis.call('HMGET', key, 'u', 'w')
+  local until_ms = tonumber(state[1])
   redis.call('HDEL', key, 'u', 'm')
+  if state[2] then
+    -- Forgive the counted requests, as a ban does, keeping the refusals (window.rs).
+    local window = read_window(state[2], 0)
+    for i = 0, BUCKETS - 1 do
+      window.requests[i] = 0
+    end
+    redis.call('HSET', key, 'w', write_window(window))
+  end
   if until_ms and until_ms > now then
     return { '1' }
   end
