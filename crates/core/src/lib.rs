@@ -4,12 +4,14 @@
 //! engine, the tests and the property tests drive time themselves.
 
 pub mod auction;
+pub mod room;
 pub mod sale;
 pub mod types;
 
 pub use auction::{
     Auction, AuctionConfig, AuctionError, AuctionStatus, Bid, BidOutcome, BidSeq, BidStatus, EndReason, Ladder, Outcome,
 };
+pub use room::{Place, Room, RoomConfig, RoomError, RoomMode, RoomState, Ticket, TicketSeq};
 pub use sale::{
     Order, OrderSeq, OrderStatus, PurchaseOutcome, Sale, SaleConfig, SaleError, SaleStatus, Touched, WaitlistEntry,
     WaitlistStatus,
