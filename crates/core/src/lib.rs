@@ -11,7 +11,7 @@ pub mod types;
 pub use auction::{
     Auction, AuctionConfig, AuctionError, AuctionStatus, Bid, BidOutcome, BidSeq, BidStatus, EndReason, Ladder, Outcome,
 };
-pub use room::{Place, Room, RoomConfig, RoomError, RoomMode, RoomState, Ticket, TicketSeq};
+pub use room::{Place, Room, RoomConfig, RoomError, RoomMode, RoomSettings, RoomState, Ticket, TicketSeq};
 pub use sale::{
     Order, OrderSeq, OrderStatus, PurchaseOutcome, Sale, SaleConfig, SaleError, SaleStatus, Touched, WaitlistEntry,
     WaitlistStatus,

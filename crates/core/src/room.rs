@@ -24,6 +24,50 @@ pub enum RoomMode {
     Shuffled,
 }
 
+/// How a sale's waiting room is set up, as stored with the sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSettings {
+    pub mode: RoomMode,
+    /// When joining opens (a shuffled pre-queue opens before the start); the sale's start if
+    /// not set.
+    pub opens_at: Option<Timestamp>,
+    pub admit_per_minute: u32,
+    pub max_active: u32,
+    pub pass_seconds: u32,
+}
+
+impl RoomSettings {
+    /// The room of a sale starting at `starts_at`, shuffling with `seed`.
+    pub fn config(&self, starts_at: Timestamp, seed: u64) -> RoomConfig {
+        RoomConfig {
+            mode: self.mode,
+            opens_at: self.opens_at.unwrap_or(starts_at).min(starts_at),
+            starts_at,
+            admit_per_minute: self.admit_per_minute,
+            max_active: self.max_active,
+            pass_seconds: self.pass_seconds,
+            seed,
+        }
+    }
+}
+
+impl RoomMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomMode::Fifo => "fifo",
+            RoomMode::Shuffled => "shuffled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "fifo" => Some(RoomMode::Fifo),
+            "shuffled" => Some(RoomMode::Shuffled),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomConfig {
     pub mode: RoomMode,

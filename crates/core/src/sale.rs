@@ -21,6 +21,10 @@ pub struct SaleConfig {
     pub per_user_limit: u32,
     pub hold_seconds: u32,
     pub created_at: Timestamp,
+    /// Buyers queue in a waiting room and buy with a pass from it.
+    pub room: Option<crate::room::RoomSettings>,
+    /// Every purchase needs a solved proof-of-work challenge.
+    pub proof_of_work: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

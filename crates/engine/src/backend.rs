@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use stampede_core::{
     Auction, AuctionConfig, AuctionError, AuctionStatus, BidStatus, IdempotencyKey, Ladder, Order, OrderStatus,
-    Quantity, Sale, SaleConfig, SaleError, SaleStatus, Timestamp, UserId,
+    Quantity, RoomSettings, Sale, SaleConfig, SaleError, SaleStatus, Timestamp, UserId,
 };
 
 use crate::ids;
@@ -94,6 +94,8 @@ pub struct NewSale {
     /// Scale-out mode: split the stock over this many Redis keys (and cluster slots) so one hot
     /// sale is not bound to one Redis node; 1 keeps it whole. The embedded mode ignores it.
     pub stock_buckets: u32,
+    pub room: Option<RoomSettings>,
+    pub proof_of_work: bool,
 }
 
 impl NewSale {
@@ -107,6 +109,8 @@ impl NewSale {
             per_user_limit: self.per_user_limit,
             hold_seconds: self.hold_seconds,
             created_at: now,
+            room: self.room,
+            proof_of_work: self.proof_of_work,
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct SaleView {
     pub ends_at: Option<Timestamp>,
     pub status: SaleStatus,
     pub waitlisted: u32,
+    pub room: Option<RoomSettings>,
+    pub proof_of_work: bool,
 }
 
 impl SaleView {
@@ -160,6 +166,8 @@ impl SaleView {
             ends_at: config.ends_at,
             status: sale.status(now),
             waitlisted: sale.waiting_count(),
+            room: config.room.clone(),
+            proof_of_work: config.proof_of_work,
         }
     }
 }

@@ -61,7 +61,8 @@ pub use self::purchase::{
     purchase_only_inside_the_sale_window, quantity_above_the_limit_is_invalid,
 };
 pub use self::sales::{
-    create_and_get_sale, sale_starts_at_creation_by_default, sale_status_follows_the_clock, unknown_sale_is_not_found,
+    create_and_get_sale, sale_defenses_are_kept, sale_starts_at_creation_by_default, sale_status_follows_the_clock,
+    unknown_sale_is_not_found,
 };
 pub use self::users::users_are_unique_by_username;
 pub use self::waitlist::{
@@ -89,6 +90,7 @@ macro_rules! backend_conformance {
     ($make:expr) => {
         $crate::backend_conformance!(@cases $make;
             create_and_get_sale,
+            sale_defenses_are_kept,
             sale_starts_at_creation_by_default,
             unknown_sale_is_not_found,
             sale_status_follows_the_clock,
@@ -181,6 +183,8 @@ fn spec(stock: u32, per_user_limit: u32) -> NewSale {
         per_user_limit,
         hold_seconds: HOLD_SECONDS,
         stock_buckets: 1,
+        room: None,
+        proof_of_work: false,
     }
 }
 

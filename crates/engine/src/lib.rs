@@ -11,6 +11,7 @@ pub mod embedded;
 pub mod expiry;
 pub mod ids;
 pub mod limits;
+pub mod rooms;
 pub mod scaleout;
 
 pub use backend::{

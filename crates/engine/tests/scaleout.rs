@@ -95,6 +95,8 @@ async fn scripts_are_loaded_again_after_redis_forgets_them() {
         per_user_limit: 5,
         hold_seconds: 60,
         stock_buckets: 1,
+        room: None,
+        proof_of_work: false,
     };
     let sale_id = backend.create_sale(sale, now).await.expect("create sale").id;
     let client = redis::Client::open(service("STAMPEDE_TEST_REDIS_URL")).expect("redis url");
@@ -137,6 +139,8 @@ async fn concurrent_sinks_and_ledger_drains_do_not_conflict() {
         per_user_limit: 1,
         hold_seconds: 600,
         stock_buckets: 1,
+        room: None,
+        proof_of_work: false,
     };
     let sale_id = replicas[0].create_sale(sale, now).await.expect("create sale").id;
     let mut tasks = Vec::new();
@@ -201,6 +205,8 @@ mod stock_buckets {
             per_user_limit,
             hold_seconds: 600,
             stock_buckets: buckets,
+            room: None,
+            proof_of_work: false,
         }
     }
 
@@ -383,6 +389,8 @@ async fn holds_made_between_sweeps_expire_on_time() {
         per_user_limit: 1,
         hold_seconds: 3,
         stock_buckets: 1,
+        room: None,
+        proof_of_work: false,
     };
     let sale_id = sweeper.create_sale(sale, Timestamp(t0)).await.expect("create sale").id;
     let mut holds = Vec::new();
@@ -768,6 +776,8 @@ mod auctions {
                 per_user_limit: 1,
                 hold_seconds: 60,
                 stock_buckets: 1,
+                room: None,
+                proof_of_work: false,
             };
             let sale_id = first.create_sale(sale, T0).await.expect("create sale").id;
             let buy = |who: &str| PurchaseCommand {

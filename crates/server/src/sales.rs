@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use stampede_core::{Quantity, Timestamp};
+use stampede_core::{Quantity, RoomMode, RoomSettings, Timestamp};
 use stampede_engine::{NewSale, PurchaseCommand, SaleView};
 
 use crate::auth::{Admin, User};
@@ -26,6 +26,73 @@ pub struct CreateSale {
     per_user_limit: Option<u32>,
     hold_seconds: Option<u32>,
     stock_buckets: Option<u32>,
+    waiting_room: Option<RoomBody>,
+    #[serde(default)]
+    proof_of_work: bool,
+}
+
+/// A sale's waiting room, as clients give and see it.
+#[derive(Deserialize, Serialize, Clone)]
+pub struct RoomBody {
+    /// `fifo` (arrival order) or `shuffled` (a pre-queue shuffled at the start).
+    #[serde(default = "fifo")]
+    mode: String,
+    /// When joining opens (before the start for a shuffled pre-queue); the start if absent.
+    opens_at: Option<String>,
+    #[serde(default = "default_admit_per_minute")]
+    admit_per_minute: u32,
+    #[serde(default = "default_max_active")]
+    max_active: u32,
+    #[serde(default = "default_pass_seconds")]
+    pass_seconds: u32,
+}
+
+fn fifo() -> String {
+    "fifo".to_owned()
+}
+
+fn default_admit_per_minute() -> u32 {
+    600
+}
+
+fn default_max_active() -> u32 {
+    500
+}
+
+fn default_pass_seconds() -> u32 {
+    300
+}
+
+impl RoomBody {
+    fn settings(self) -> Result<RoomSettings, ApiError> {
+        let mode = RoomMode::parse(&self.mode)
+            .ok_or_else(|| ApiError::invalid("waiting_room.mode: must be fifo or shuffled"))?;
+        let opens_at = parse_time("waiting_room.opens_at", self.opens_at)?;
+        if mode == RoomMode::Fifo && opens_at.is_some() {
+            return Err(ApiError::invalid("waiting_room.opens_at: only a shuffled room opens before the start"));
+        }
+        if self.admit_per_minute == 0 || self.admit_per_minute > 1_000_000 {
+            return Err(ApiError::invalid("waiting_room.admit_per_minute: must be between 1 and 1000000"));
+        }
+        if self.max_active == 0 || self.max_active > 1_000_000 {
+            return Err(ApiError::invalid("waiting_room.max_active: must be between 1 and 1000000"));
+        }
+        if self.pass_seconds == 0 || self.pass_seconds > 3_600 {
+            return Err(ApiError::invalid("waiting_room.pass_seconds: must be between 1 and 3600"));
+        }
+        let (admit_per_minute, max_active, pass_seconds) = (self.admit_per_minute, self.max_active, self.pass_seconds);
+        Ok(RoomSettings { mode, opens_at, admit_per_minute, max_active, pass_seconds })
+    }
+
+    fn of(settings: RoomSettings) -> Self {
+        Self {
+            mode: settings.mode.as_str().to_owned(),
+            opens_at: settings.opens_at.map(Timestamp::to_rfc3339),
+            admit_per_minute: settings.admit_per_minute,
+            max_active: settings.max_active,
+            pass_seconds: settings.pass_seconds,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -43,6 +110,8 @@ pub struct SaleBody {
     ends_at: Option<String>,
     status: &'static str,
     waitlisted: u32,
+    waiting_room: Option<RoomBody>,
+    proof_of_work: bool,
 }
 
 impl From<SaleView> for SaleBody {
@@ -61,6 +130,8 @@ impl From<SaleView> for SaleBody {
             ends_at: sale.ends_at.map(Timestamp::to_rfc3339),
             status: sale.status.as_str(),
             waitlisted: sale.waitlisted,
+            waiting_room: sale.room.map(RoomBody::of),
+            proof_of_work: sale.proof_of_work,
         }
     }
 }
@@ -111,6 +182,8 @@ impl TryFrom<CreateSale> for NewSale {
             per_user_limit,
             hold_seconds,
             stock_buckets,
+            room: body.waiting_room.map(RoomBody::settings).transpose()?,
+            proof_of_work: body.proof_of_work,
         })
     }
 }

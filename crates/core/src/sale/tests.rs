@@ -18,6 +18,8 @@ fn config(stock: u32, per_user_limit: u32) -> SaleConfig {
         per_user_limit,
         hold_seconds: HOLD,
         created_at: T0,
+        room: None,
+        proof_of_work: false,
     }
 }
 
@@ -600,6 +602,8 @@ impl Scenario {
             per_user_limit: self.per_user_limit,
             hold_seconds: self.hold_seconds,
             created_at: T0,
+            room: None,
+            proof_of_work: false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Creating sales, reading them back and their status over time.
 
-use stampede_core::{SaleStatus, Timestamp, UserId};
+use stampede_core::{RoomMode, RoomSettings, SaleStatus, Timestamp, UserId};
 
 use super::{assert_sale_not_found, buy, command, secs, spec, units, user, Harness, T0};
 use crate::backend::{Backend, NewSale};
@@ -16,6 +16,8 @@ pub async fn create_and_get_sale(h: &mut impl Harness) {
         per_user_limit: 3,
         hold_seconds: 90,
         stock_buckets: 1,
+        room: None,
+        proof_of_work: false,
     };
     let created = backend.create_sale(new.clone(), T0).await.expect("create sale");
     assert!(!created.id.is_empty());
@@ -74,4 +76,28 @@ pub async fn sale_status_follows_the_clock(h: &mut impl Harness) {
 
 async fn status_at(backend: &dyn Backend, sale_id: &str, now: Timestamp) -> SaleStatus {
     backend.sale(sale_id, now).await.expect("get sale").status
+}
+
+/// A sale's waiting room settings and proof-of-work requirement are stored with it.
+pub async fn sale_defenses_are_kept(h: &mut impl Harness) {
+    let backend = h.backend().await;
+    let room = RoomSettings {
+        mode: RoomMode::Shuffled,
+        opens_at: Some(T0.plus_seconds(5)),
+        admit_per_minute: 1_200,
+        max_active: 75,
+        pass_seconds: 90,
+    };
+    let new = NewSale { room: Some(room.clone()), proof_of_work: true, starts_at: Some(secs(60)), ..spec(10, 1) };
+    let created = backend.create_sale(new, T0).await.expect("create sale");
+    assert_eq!((created.room.as_ref(), created.proof_of_work), (Some(&room), true));
+    let plain = backend.create_sale(spec(10, 1), T0).await.expect("create plain sale");
+    assert_eq!((plain.room.as_ref(), plain.proof_of_work), (None, false));
+    drop(backend);
+    h.restart().await;
+    let backend = h.backend().await;
+    let again = backend.sale(&created.id, T0).await.expect("get sale");
+    assert_eq!((again.room, again.proof_of_work), (Some(room), true));
+    let plain = backend.sale(&plain.id, T0).await.expect("get plain sale");
+    assert_eq!((plain.room, plain.proof_of_work), (None, false));
 }

@@ -203,6 +203,8 @@ impl Embedded {
             per_user_limit: 1,
             hold_seconds: slot.payment_seconds,
             created_at: now,
+            room: None,
+            proof_of_work: false,
         };
         let mut sale = Sale::new(sale_config.clone());
         let mut touched = Touched::default();

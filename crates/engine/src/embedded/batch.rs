@@ -16,8 +16,9 @@ macro_rules! sale_statements {
     () => {
         "\
 INSERT OR IGNORE INTO sales (id, name, stock, price_cents, starts_at, ends_at, per_user_limit, hold_seconds, \
-created_at)
-    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8
+created_at, room, proof_of_work)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, \
+value->>9, value->>10
     FROM json_each(?);
 INSERT OR IGNORE INTO users (id, username, password_hash, created_at)
     SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?);
@@ -60,7 +61,7 @@ price_after_cents, leader_after)
 COMMIT;"
 );
 
-type SaleRow<'a> = (&'a str, &'a str, u32, i64, i64, Option<i64>, u32, u32, i64);
+type SaleRow<'a> = (&'a str, &'a str, u32, i64, i64, Option<i64>, u32, u32, i64, Option<String>, bool);
 type UserRow<'a> = (&'a str, &'a str, &'a str, i64);
 type OrderRow<'a> = (u64, &'a str, u32, &'a str, u32, &'a str, i64, i64, i64, Option<&'a str>, Option<&'a str>);
 type WaitlistRow<'a> = (&'a str, u32, &'a str, u32, i64, &'a str, Option<u32>);
@@ -97,6 +98,8 @@ impl Rows {
                     config.per_user_limit,
                     config.hold_seconds,
                     config.created_at.0,
+                    config.room.as_ref().map(crate::rooms::settings_to_json),
+                    config.proof_of_work,
                 )),
                 Record::User(user) => users.push((&user.id, &user.username, &user.password_hash, user.created_at.0)),
                 Record::Waitlist { sale_id, entry } => {

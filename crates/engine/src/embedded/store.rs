@@ -15,6 +15,7 @@ use stampede_core::{
 use super::batch;
 use super::journal::Record;
 use crate::backend::UserRecord;
+use crate::rooms;
 
 /// Everything stored, grouped by sale, as read at start-up.
 #[derive(Default)]
@@ -189,7 +190,8 @@ fn corrupt(message: String) -> sqlx::Error {
 pub(crate) async fn load(conn: &mut SqliteConnection) -> Result<Loaded, sqlx::Error> {
     let mut sales = BTreeMap::new();
     for row in sqlx::query(
-        "SELECT id, name, stock, price_cents, starts_at, ends_at, per_user_limit, hold_seconds, created_at FROM sales",
+        "SELECT id, name, stock, price_cents, starts_at, ends_at, per_user_limit, hold_seconds, created_at, room, \
+         proof_of_work FROM sales",
     )
     .fetch_all(&mut *conn)
     .await?
@@ -204,6 +206,11 @@ pub(crate) async fn load(conn: &mut SqliteConnection) -> Result<Loaded, sqlx::Er
             per_user_limit: row.try_get(6)?,
             hold_seconds: row.try_get(7)?,
             created_at: Timestamp(row.try_get(8)?),
+            room: match row.try_get::<Option<String>, _>(9)? {
+                Some(text) => Some(rooms::settings_from_json(&text).ok_or_else(|| corrupt(format!("room {text:?}")))?),
+                None => None,
+            },
+            proof_of_work: row.try_get(10)?,
         };
         sales.insert(
             id.clone(),

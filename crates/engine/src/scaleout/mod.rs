@@ -180,6 +180,8 @@ impl ScaleOut {
                 ends: number("ends")?,
                 created: number("created")?,
                 buckets: number("buckets").map_or(Some(1), |n| u32::try_from(n).ok())?.max(1),
+                room: fields.get("room").cloned(),
+                pow: number("pow") == Some(1),
             })
         };
         let sale = Arc::new(record().ok_or(EngineError::SaleNotFound)?);
@@ -267,6 +269,8 @@ impl Backend for ScaleOut {
             ends: config.ends_at.map_or(-1, |end| end.0),
             created: now.0,
             buckets,
+            room: config.room.as_ref().map(crate::rooms::settings_to_json),
+            pow: config.proof_of_work,
         };
         let buckets = record.bucket_ids();
         // Listed first, so the jobs that visit every bucket (sink, expiry) never miss one.
@@ -305,6 +309,8 @@ impl Backend for ScaleOut {
             ends_at,
             status: SaleStatus::at(Timestamp(sale.starts), ends_at, buyable, now),
             waitlisted: count(waiting),
+            room: sale.room.as_deref().and_then(crate::rooms::settings_from_json),
+            proof_of_work: sale.pow,
         })
     }
 

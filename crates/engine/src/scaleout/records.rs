@@ -24,6 +24,11 @@ pub struct SaleRecord {
     /// Stock buckets (1: the sale is one set of keys).
     #[serde(default = "one")]
     pub buckets: u32,
+    /// The waiting room's settings as JSON (`rooms::settings_to_json`), if the sale has one.
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub pow: bool,
 }
 
 fn one() -> u32 {
