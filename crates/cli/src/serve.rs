@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use stampede_engine::limits::{Limits, MemoryLimits, RedisLimits};
+use stampede_engine::rooms::{MemoryRooms, Rooms};
 use stampede_engine::{Backend, Embedded, EmbeddedOptions, RedisTarget, ScaleOut, ScaleOutOptions};
-use stampede_server::{AppState, HttpSettings};
+use stampede_server::{AppState, Defenses, HttpSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -63,7 +64,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         session_ttl_seconds: config.session_ttl_seconds,
         ..HttpSettings::default()
     };
-    let state = AppState::with_limits(backend.clone(), &jwt_secret, &admin_token, settings, limits, config.policy);
+    // Waiting rooms live in this process in the embedded mode; scale-out replicas would each
+    // keep their own queue, so rooms are not offered there yet.
+    let rooms = config.scale_out.is_none().then(|| Arc::new(MemoryRooms::default()) as Arc<dyn Rooms>);
+    let defenses = Defenses { limits, policy: config.policy, rooms };
+    let state = AppState::with_defenses(backend.clone(), &jwt_secret, &admin_token, settings, defenses);
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");

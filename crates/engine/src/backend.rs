@@ -19,6 +19,8 @@ pub enum EngineError {
     Auction(#[from] AuctionError),
     #[error("auction not found")]
     AuctionNotFound,
+    #[error(transparent)]
+    Room(#[from] stampede_core::RoomError),
     #[error("username taken")]
     UsernameTaken,
     /// The durable store cannot take writes right now; nothing was acknowledged.

@@ -1,8 +1,17 @@
-//! Waiting rooms as the stores keep them: a sale's room settings as JSON, the same text in
-//! SQLite and in Redis.
+//! Waiting rooms: the port that keeps each sale's queue (in this process for the embedded mode),
+//! and a sale's room settings as the stores keep them (JSON, the same text in SQLite and Redis).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use stampede_core::{RoomMode, RoomSettings, Timestamp};
+use stampede_core::{
+    Place, Room, RoomConfig, RoomError, RoomMode, RoomSettings, RoomState, TicketSeq, Timestamp, UserId,
+};
+
+use crate::backend::EngineError;
+use crate::lock;
 
 #[derive(Serialize, Deserialize)]
 struct RoomRecord {
@@ -50,5 +59,189 @@ mod tests {
         };
         assert_eq!(settings_from_json(&settings_to_json(&settings)), Some(settings));
         assert_eq!(settings_from_json("{\"mode\":\"bogus\"}"), None);
+    }
+}
+
+/// Where a ticket stands, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Waiting { ahead: u32, order_known: bool, eta_seconds: u64 },
+    Admitted { admitted_at: Timestamp, pass_expires_at: Timestamp },
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub ticket: String,
+    pub standing: Standing,
+    /// False when the user already had a ticket (one per user and sale).
+    pub new: bool,
+}
+
+/// A room at a glance, for admins, the dashboard and the queue page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomSummary {
+    pub state: RoomState,
+    pub waiting: u32,
+    pub active: u32,
+    pub admitted: u32,
+    pub rate_per_second: f64,
+}
+
+/// The waiting rooms port: one per sale that has one, created on first use from the sale's
+/// settings (`config`, which every call passes: the rooms keep no copy of the sale).
+#[async_trait]
+pub trait Rooms: Send + Sync {
+    async fn join(
+        &self,
+        sale_id: &str,
+        config: &RoomConfig,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Joined, EngineError>;
+    /// The standing of the caller's ticket; another user's ticket is unknown.
+    async fn standing(
+        &self,
+        sale_id: &str,
+        config: &RoomConfig,
+        ticket: &str,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Standing, EngineError>;
+    /// One pacing step of one room; returns who was let in and when their pass ends.
+    async fn admit_due(
+        &self,
+        sale_id: &str,
+        config: &RoomConfig,
+        buyable: u32,
+        now: Timestamp,
+    ) -> Result<Vec<(UserId, Timestamp)>, EngineError>;
+    /// The user bought (or left): their place goes to the next.
+    async fn finish(&self, sale_id: &str, user: &UserId) -> Result<(), EngineError>;
+    async fn set_state(&self, sale_id: &str, config: &RoomConfig, state: RoomState) -> Result<(), EngineError>;
+    async fn summary(&self, sale_id: &str, config: &RoomConfig, now: Timestamp) -> Result<RoomSummary, EngineError>;
+    /// Sales whose rooms exist here (someone joined or an admin set a state).
+    async fn sales(&self) -> Result<Vec<String>, EngineError>;
+}
+
+/// `q_<sale suffix>_<seq in hex>`.
+pub fn ticket_id(sale_id: &str, seq: TicketSeq) -> String {
+    format!("q_{}_{seq:x}", sale_id.strip_prefix("s_").unwrap_or(sale_id))
+}
+
+/// The seq a ticket id names, if it is one of this sale's.
+pub fn ticket_seq(sale_id: &str, ticket: &str) -> Option<TicketSeq> {
+    let rest = ticket.strip_prefix("q_")?;
+    let (suffix, seq) = rest.rsplit_once('_')?;
+    let same_sale = sale_id.strip_prefix("s_") == Some(suffix);
+    same_sale.then(|| u32::from_str_radix(seq, 16).ok()).flatten()
+}
+
+/// Rooms in this process: the embedded mode. A restart empties them (people join again; passes
+/// already given stay valid, being signed, not stored).
+#[derive(Default)]
+pub struct MemoryRooms {
+    // std Mutex over the map (rooms are added rarely) and one per room: a join or a pacing
+    // step is a few map operations, never held across an await.
+    rooms: Mutex<HashMap<String, Arc<Mutex<Room>>>>,
+}
+
+impl MemoryRooms {
+    fn room(&self, sale_id: &str, config: &RoomConfig) -> Arc<Mutex<Room>> {
+        let mut rooms = lock(&self.rooms);
+        rooms.entry(sale_id.to_owned()).or_insert_with(|| Arc::new(Mutex::new(Room::new(config.clone())))).clone()
+    }
+
+    fn existing(&self, sale_id: &str) -> Option<Arc<Mutex<Room>>> {
+        lock(&self.rooms).get(sale_id).cloned()
+    }
+}
+
+fn standing_of(room: &Room, place: Place, now: Timestamp) -> Standing {
+    match place {
+        Place::Waiting { ahead, order_known } => {
+            Standing::Waiting { ahead, order_known, eta_seconds: room.eta_seconds(ahead, now) }
+        }
+        Place::Admitted { at, pass_expires_at } => Standing::Admitted { admitted_at: at, pass_expires_at },
+        Place::Finished => Standing::Finished,
+    }
+}
+
+#[async_trait]
+impl Rooms for MemoryRooms {
+    async fn join(
+        &self,
+        sale_id: &str,
+        config: &RoomConfig,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Joined, EngineError> {
+        let room = self.room(sale_id, config);
+        let mut room = lock(&room);
+        let (seq, new) = room.join(user, now)?;
+        let standing = standing_of(&room, room.place(seq, now)?, now);
+        Ok(Joined { ticket: ticket_id(sale_id, seq), standing, new })
+    }
+
+    async fn standing(
+        &self,
+        sale_id: &str,
+        config: &RoomConfig,
+        ticket: &str,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Standing, EngineError> {
+        let seq = ticket_seq(sale_id, ticket).ok_or(RoomError::UnknownTicket)?;
+        let room = self.room(sale_id, config);
+        let room = lock(&room);
+        let owned = room.ticket(seq).is_some_and(|found| &found.user == user);
+        if !owned {
+            return Err(RoomError::UnknownTicket.into());
+        }
+        Ok(standing_of(&room, room.place(seq, now)?, now))
+    }
+
+    async fn admit_due(
+        &self,
+        sale_id: &str,
+        config: &RoomConfig,
+        buyable: u32,
+        now: Timestamp,
+    ) -> Result<Vec<(UserId, Timestamp)>, EngineError> {
+        let room = self.room(sale_id, config);
+        let mut room = lock(&room);
+        let pass_ends = now.plus_seconds(config.pass_seconds);
+        let admitted = room.admit_due(now, buyable);
+        Ok(admitted.iter().filter_map(|&seq| room.ticket(seq)).map(|ticket| (ticket.user.clone(), pass_ends)).collect())
+    }
+
+    async fn finish(&self, sale_id: &str, user: &UserId) -> Result<(), EngineError> {
+        if let Some(room) = self.existing(sale_id) {
+            lock(&room).finish(user);
+        }
+        Ok(())
+    }
+
+    async fn set_state(&self, sale_id: &str, config: &RoomConfig, state: RoomState) -> Result<(), EngineError> {
+        lock(&self.room(sale_id, config)).set_state(state);
+        Ok(())
+    }
+
+    async fn summary(&self, sale_id: &str, config: &RoomConfig, now: Timestamp) -> Result<RoomSummary, EngineError> {
+        let room = self.room(sale_id, config);
+        let mut room = lock(&room);
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let admitted = room.tickets().iter().filter(|ticket| ticket.admitted_at.is_some()).count();
+        Ok(RoomSummary {
+            state: room.state(),
+            waiting: count(room.waiting_count()),
+            active: count(room.active_count(now)),
+            admitted: count(admitted),
+            rate_per_second: room.measured_rate(now),
+        })
+    }
+
+    async fn sales(&self) -> Result<Vec<String>, EngineError> {
+        Ok(lock(&self.rooms).keys().cloned().collect())
     }
 }

@@ -3,7 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use stampede_core::{AuctionError, SaleError, ValidationError};
+use stampede_core::{AuctionError, RoomError, SaleError, ValidationError};
 use stampede_engine::EngineError;
 
 #[derive(Debug, Clone)]
@@ -112,6 +112,16 @@ impl From<AuctionError> for ApiError {
     }
 }
 
+impl From<RoomError> for ApiError {
+    fn from(error: RoomError) -> Self {
+        match error {
+            RoomError::NotOpen => ApiError::new(StatusCode::CONFLICT, "queue_not_open", error.to_string()),
+            RoomError::Closed => ApiError::new(StatusCode::CONFLICT, "queue_closed", error.to_string()),
+            RoomError::UnknownTicket => ApiError::not_found("ticket"),
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
@@ -119,6 +129,7 @@ impl From<EngineError> for ApiError {
             EngineError::SaleNotFound => ApiError::not_found("sale"),
             EngineError::Auction(auction) => auction.into(),
             EngineError::AuctionNotFound => ApiError::not_found("auction"),
+            EngineError::Room(room) => room.into(),
             EngineError::UsernameTaken => {
                 ApiError::new(StatusCode::CONFLICT, "username_taken", "that username is taken")
             }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 mod ops;
 mod orders;
+mod queue;
 mod sales;
 mod serve;
 pub mod streams;
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use stampede_engine::limits::{Limits, Policy};
+use stampede_engine::rooms::{MemoryRooms, Rooms};
 use stampede_engine::Backend;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -76,6 +78,10 @@ pub struct Inner {
     /// `None` when limits are off (`STAMPEDE_LIMITS=off`).
     pub limits: Option<Arc<dyn Limits>>,
     pub policy: Policy,
+    /// `None` where waiting rooms are not available (scale-out mode, for now).
+    pub rooms: Option<Arc<dyn Rooms>>,
+    signer: defense::pass::Signer,
+    sale_defenses: std::sync::Mutex<std::collections::HashMap<String, Arc<queue::SaleDefenses>>>,
     puzzles: defense::pow::Puzzles,
     shedder: defense::shedding::Shedder,
     hashing: Arc<Semaphore>,
@@ -90,29 +96,60 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The traffic defenses a server runs with.
+pub struct Defenses {
+    /// `None` for limits off (`STAMPEDE_LIMITS=off`).
+    pub limits: Option<Arc<dyn Limits>>,
+    /// The policy the limits were built with.
+    pub policy: Policy,
+    pub rooms: Option<Arc<dyn Rooms>>,
+}
+
+impl Default for Defenses {
+    /// No limits, waiting rooms in this process.
+    fn default() -> Self {
+        Self { limits: None, policy: Policy::default(), rooms: Some(Arc::new(MemoryRooms::default())) }
+    }
+}
+
 impl AppState {
     pub fn new(backend: Arc<dyn Backend>, jwt_secret: &str, admin_token: &str, settings: HttpSettings) -> Self {
-        Self::with_limits(backend, jwt_secret, admin_token, settings, None, Policy::default())
+        Self::with_defenses(backend, jwt_secret, admin_token, settings, Defenses::default())
     }
 
-    /// With the traffic defense: `limits` enforcing `policy` (the same policy the limits were
-    /// built with), or `None` for limits off.
-    pub fn with_limits(
+    pub fn with_defenses(
         backend: Arc<dyn Backend>,
         jwt_secret: &str,
         admin_token: &str,
         settings: HttpSettings,
-        limits: Option<Arc<dyn Limits>>,
-        policy: Policy,
+        defenses: Defenses,
     ) -> Self {
         let auth = Auth::new(jwt_secret, admin_token, settings.session_ttl_seconds);
         let hashing = Arc::new(Semaphore::new(settings.hashing_slots.max(1)));
         let hub = Arc::new(streams::hub::Hub::new(settings.max_streams));
         let shedder = defense::shedding::Shedder::new(settings.max_in_flight, settings.max_queue_wait);
-        let puzzles = defense::pow::Puzzles::new(jwt_secret);
-        let dummy_hash = users::dummy_hash();
-        Self(Arc::new(Inner { backend, auth, settings, hub, limits, policy, puzzles, shedder, hashing, dummy_hash }))
+        let Defenses { limits, policy, rooms } = defenses;
+        Self(Arc::new(Inner {
+            backend,
+            auth,
+            settings,
+            hub,
+            limits,
+            policy,
+            rooms,
+            signer: defense::pass::Signer::new(jwt_secret),
+            sale_defenses: std::sync::Mutex::default(),
+            puzzles: defense::pow::Puzzles::new(jwt_secret),
+            shedder,
+            hashing,
+            dummy_hash: users::dummy_hash(),
+        }))
     }
+}
+
+/// Locks a std mutex, carrying on after a panic elsewhere (no step leaves the data half done).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub fn app(state: AppState) -> Router {
@@ -122,6 +159,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sessions", post(users::sign_in))
         .route("/v1/sales/{id}/orders", post(sales::purchase))
         .route("/v1/sales/{id}/waitlist", post(sales::join_waitlist))
+        .route("/v1/sales/{id}/queue", post(queue::join))
         .route("/v1/orders/{id}/pay", post(orders::pay))
         .route("/v1/orders/{id}/cancel", post(orders::cancel))
         .route("/v1/auctions/{id}/bids", post(auctions::bid))
@@ -130,6 +168,9 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/sales", post(sales::create))
         .route("/v1/sales/{id}", get(sales::get))
+        .route("/v1/sales/{id}/queue", get(queue::summary))
+        .route("/v1/sales/{id}/queue/{ticket}", get(queue::standing))
+        .route("/v1/admin/sales/{id}/queue", post(queue::set_state))
         .route("/v1/sales/{id}/events", get(streams::sale_sse))
         .route("/v1/sales/{id}/events/ws", get(streams::sale_ws))
         .route("/v1/orders", get(orders::list))
@@ -184,7 +225,8 @@ pub async fn serve(
     let max_connections = state.settings.max_connections;
     let header_read_timeout = state.settings.header_read_timeout;
     let (stop_streams, streams_stopped) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(streams::run(state.clone(), streams_stopped));
+    let follower = tokio::spawn(streams::run(state.clone(), streams_stopped.clone()));
+    let rooms = tokio::spawn(queue::run(state.clone(), streams_stopped));
     let hub = state.hub.clone();
     let shutdown = async move {
         shutdown.await;
@@ -194,6 +236,9 @@ pub async fn serve(
     let _ = stop_streams.send(true);
     if let Err(error) = follower.await {
         tracing::error!(%error, "the stream follower ended abnormally");
+    }
+    if let Err(error) = rooms.await {
+        tracing::error!(%error, "the waiting room job ended abnormally");
     }
 }
 

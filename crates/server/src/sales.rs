@@ -1,16 +1,21 @@
 //! Flash sales: create, read, buy (hold), join the waitlist.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use stampede_core::{Quantity, RoomMode, RoomSettings, Timestamp};
-use stampede_engine::{NewSale, PurchaseCommand, SaleView};
+use stampede_engine::{EngineError, NewSale, PurchaseCommand, SaleView};
 
 use crate::auth::{Admin, User};
+use crate::defense::guard::{prove_work, WorkProven};
+use crate::defense::pow::BASE_DIFFICULTY;
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, JsonBody, PathId};
 use crate::orders::OrderBody;
+use crate::queue;
 use crate::AppState;
 
 const MAX_HOLD_SECONDS: u32 = 7 * 24 * 3600;
@@ -194,6 +199,9 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateSale>,
 ) -> Result<(StatusCode, Json<SaleBody>), ApiError> {
     let sale = NewSale::try_from(body)?;
+    if sale.room.is_some() && state.rooms.is_none() {
+        return Err(ApiError::invalid("waiting_room: waiting rooms are not available in scale-out mode yet"));
+    }
     let view = state.backend.create_sale(sale, Timestamp::now()).await?;
     Ok((StatusCode::CREATED, Json(view.into())))
 }
@@ -219,10 +227,35 @@ pub async fn purchase(
     User(user): User,
     PathId(sale_id): PathId,
     IdempotencyHeader(key): IdempotencyHeader,
+    headers: HeaderMap,
+    proven: Option<Extension<WorkProven>>,
     JsonBody(body): JsonBody<QuantityBody>,
 ) -> Result<(StatusCode, Json<OrderBody>), ApiError> {
-    let command = PurchaseCommand { sale_id, user, quantity: body.quantity()?, idempotency_key: key };
+    let defenses = match queue::defenses(&state, &sale_id).await {
+        Ok(defenses) => Some(defenses),
+        Err(EngineError::SaleNotFound) => None,
+        Err(error) => return Err(error.into()),
+    };
+    if let Some(defenses) = &defenses {
+        if defenses.room.is_some() {
+            queue::check_pass(&state, &headers, &sale_id, &user)?;
+        }
+        if let (true, None, Some(limits)) = (defenses.proof_of_work, &proven, &state.limits) {
+            prove_work(&state, limits.as_ref(), &headers, BASE_DIFFICULTY, Timestamp::now()).await?;
+        }
+    }
+    let command = PurchaseCommand {
+        sale_id: sale_id.clone(),
+        user: user.clone(),
+        quantity: body.quantity()?,
+        idempotency_key: key,
+    };
     let result = state.backend.purchase(command, Timestamp::now()).await?;
+    let in_a_room = defenses.is_some_and(|defenses| defenses.room.is_some());
+    if let (true, Some(rooms)) = (in_a_room, &state.rooms) {
+        // The buyer is done: their place in the room goes to the next.
+        rooms.finish(&sale_id, &user).await?;
+    }
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(result.order.into())))
 }

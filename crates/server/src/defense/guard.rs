@@ -58,8 +58,14 @@ async fn check(state: &AppState, limits: &dyn Limits, parts: &mut Parts, now: Ti
     if required == 0 {
         return Ok(());
     }
-    prove_work(state, limits, parts, required, now).await
+    prove_work(state, limits, &parts.headers, required, now).await?;
+    parts.extensions.insert(WorkProven);
+    Ok(())
 }
+
+/// Marks a request whose proof of work the guard checked (and spent) already.
+#[derive(Clone, Copy)]
+pub struct WorkProven;
 
 /// The sale a purchase-like path is about, for the per-sale limit.
 fn sale_of(path: &str) -> Option<&str> {
@@ -90,14 +96,14 @@ pub fn difficulty(risk: Risk, ban_threshold: u32) -> u8 {
     (BASE_DIFFICULTY + 2 * refusals + if busy { 2 } else { 0 }).min(MAX_DIFFICULTY)
 }
 
-async fn prove_work(
+pub(crate) async fn prove_work(
     state: &AppState,
     limits: &dyn Limits,
-    parts: &Parts,
+    headers: &axum::http::HeaderMap,
     required: u8,
     now: Timestamp,
 ) -> Result<(), ApiError> {
-    let header = parts.headers.get(POW_HEADER).and_then(|value| value.to_str().ok());
+    let header = headers.get(POW_HEADER).and_then(|value| value.to_str().ok());
     let Some(header) = header else {
         return Err(work_required(required, "send a solved challenge from GET /v1/challenge in Stampede-Pow"));
     };

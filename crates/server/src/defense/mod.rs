@@ -4,5 +4,6 @@
 pub mod client_ip;
 pub mod endpoints;
 pub mod guard;
+pub mod pass;
 pub mod pow;
 pub mod shedding;

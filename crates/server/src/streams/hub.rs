@@ -159,7 +159,7 @@ impl Hub {
         }
     }
 
-    pub(super) fn follows_personal(&self, user: &UserId) -> bool {
+    pub(crate) fn follows_personal(&self, user: &UserId) -> bool {
         let mut people = lock(&self.people);
         match people.get(user) {
             Some(sender) if sender.receiver_count() > 0 => true,
@@ -172,7 +172,7 @@ impl Hub {
     }
 
     /// Sends a personal event, numbered in the order this process saw it.
-    pub(super) fn publish_personal(&self, user: &UserId, event: &str, body: &impl Serialize) {
+    pub(crate) fn publish_personal(&self, user: &UserId, event: &str, body: &impl Serialize) {
         let people = lock(&self.people);
         let Some(sender) = people.get(user) else { return };
         let id = self.next_event.fetch_add(1, Ordering::Relaxed).to_string();
