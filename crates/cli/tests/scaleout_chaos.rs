@@ -723,3 +723,16 @@ async fn an_admin_ban_placed_on_one_replica_is_listed_and_lifted_on_another() {
     let bought = b.send(b.buy_request(&bob, &sale_id, 1, None).header("Stampede-Pow", proof)).await;
     assert_eq!(bought.status, 201, "bob buys again once the ban is lifted: {}", bought.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_rooms_are_refused_in_scale_out_mode() {
+    let backends = Backends::shared().await;
+    let replicas = Replicas::start(1, &backends).await;
+    let api = replicas.api(0);
+    let body = json!({ "name": "room sale", "stock": 5, "price_cents": 100, "waiting_room": { "mode": "fifo" } });
+    let refused = api.send(api.admin(Method::POST, "/v1/sales").json(&body)).await;
+    refused.expect_error(400, "invalid_request");
+    assert!(refused.message().contains("waiting_room"), "the error names the room: {}", refused.text);
+    let plain = json!({ "name": "plain sale", "stock": 5, "price_cents": 100 });
+    api.create_sale(plain).await;
+}
