@@ -561,3 +561,26 @@ impl Events {
         None
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_people_hear_their_position_as_it_changes() {
+    let server = Server::start().await;
+    let api = server.api();
+    let sale_id = paused_sale(api, 5, json!({ "max_active": 1 })).await;
+    let (first, second) = (unique("ahead"), unique("behind"));
+    let first_ticket = ticket_id(&joined(api, &first, &sale_id).await);
+    let ticket = ticket_id(&joined(api, &second, &sale_id).await);
+    let path = format!("/v1/me/events?access_token={}", api.token(&second));
+    let mut events = Events::open(api, &path).await;
+
+    let event = events.until_named("queue_position").await;
+    assert_eq!((event["type"].as_str(), event["position"].as_u64()), (Some("queue_position"), Some(2)), "{event}");
+    assert_eq!((event["sale_id"].as_str(), event["ticket"].as_str()), (Some(sale_id.as_str()), Some(ticket.as_str())));
+    set_state(api, &sale_id, "open").await.expect(200);
+    let pass = pass_of(&admitted(api, &first, &sale_id, &first_ticket).await);
+    let moved = events.until_named("queue_position").await;
+    assert_eq!(moved["position"].as_u64(), Some(1), "{moved}");
+    buy_with(api, &first, &sale_id, &pass).await.expect(201);
+    let event = events.until_named("admitted").await;
+    assert_eq!(event["sale_id"], sale_id.as_str(), "{event}");
+}

@@ -122,6 +122,8 @@ pub trait Rooms: Send + Sync {
     async fn summary(&self, sale_id: &str, config: &RoomConfig, now: Timestamp) -> Result<RoomSummary, EngineError>;
     /// Sales whose rooms exist here (someone joined or an admin set a state).
     async fn sales(&self) -> Result<Vec<String>, EngineError>;
+    /// The user's ticket in the sale's room, if they have one.
+    async fn ticket_of(&self, sale_id: &str, user: &UserId) -> Result<Option<String>, EngineError>;
 }
 
 /// `q_<sale suffix>_<seq in hex>`.
@@ -243,5 +245,11 @@ impl Rooms for MemoryRooms {
 
     async fn sales(&self) -> Result<Vec<String>, EngineError> {
         Ok(lock(&self.rooms).keys().cloned().collect())
+    }
+
+    async fn ticket_of(&self, sale_id: &str, user: &UserId) -> Result<Option<String>, EngineError> {
+        let Some(room) = self.existing(sale_id) else { return Ok(None) };
+        let seq = lock(&room).ticket_of(user).map(|ticket| ticket.seq);
+        Ok(seq.map(|seq| ticket_id(sale_id, seq)))
     }
 }

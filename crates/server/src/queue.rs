@@ -233,14 +233,35 @@ struct Admitted<'a> {
     pass_expires_at: String,
 }
 
-/// Lets people into every room each tick, until `stop` turns true.
+/// Positions are pushed this often (when they changed) to people following their events.
+const POSITION_EVERY_TICKS: u32 = 10;
+
+#[derive(Serialize)]
+struct Position<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sale_id: &'a str,
+    ticket: &'a str,
+    position: u32,
+    eta_seconds: u64,
+    order_known: bool,
+}
+
+/// Lets people into every room each tick and pushes changed positions every second, until
+/// `stop` turns true.
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut ticker = interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut pushed: HashMap<(String, UserId), u32> = HashMap::new();
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks % POSITION_EVERY_TICKS == 0 {
+            push_positions(&state, &mut pushed).await;
         }
         let Some(rooms) = state.rooms.as_deref() else { continue };
         let sales = match rooms.sales().await {
@@ -277,4 +298,32 @@ async fn admit(state: &AppState, sale_id: &str) -> Result<(), ApiError> {
         state.hub.publish_personal(user, "admitted", &event);
     }
     Ok(())
+}
+
+/// Sends each follower waiting in a room their position, when it changed since the last push.
+async fn push_positions(state: &AppState, pushed: &mut HashMap<(String, UserId), u32>) {
+    let Some(rooms) = state.rooms.as_deref() else { return };
+    let (Ok(sales), followers) = (rooms.sales().await, state.hub.followers()) else { return };
+    let now = Timestamp::now();
+    let mut seen = HashMap::new();
+    for sale_id in &sales {
+        let Ok((_, room)) = room_of(state, sale_id).await else { continue };
+        for user in &followers {
+            let Ok(Some(ticket)) = rooms.ticket_of(sale_id, user).await else { continue };
+            let Ok(Standing::Waiting { ahead, order_known, eta_seconds }) =
+                rooms.standing(sale_id, &room, &ticket, user, now).await
+            else {
+                continue;
+            };
+            let position = ahead.saturating_add(1);
+            let key = (sale_id.clone(), user.clone());
+            if pushed.get(&key) != Some(&position) {
+                let event =
+                    Position { kind: "queue_position", sale_id, ticket: &ticket, position, eta_seconds, order_known };
+                state.hub.publish_personal(user, "queue_position", &event);
+            }
+            seen.insert(key, position);
+        }
+    }
+    *pushed = seen;
 }

@@ -159,6 +159,12 @@ impl Hub {
         }
     }
 
+    /// Users with an open personal stream here.
+    pub(crate) fn followers(&self) -> Vec<UserId> {
+        let people = lock(&self.people);
+        people.iter().filter(|(_, sender)| sender.receiver_count() > 0).map(|(user, _)| user.clone()).collect()
+    }
+
     pub(crate) fn follows_personal(&self, user: &UserId) -> bool {
         let mut people = lock(&self.people);
         match people.get(user) {
