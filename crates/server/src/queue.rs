@@ -260,7 +260,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         ticks = ticks.wrapping_add(1);
-        if ticks % POSITION_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(POSITION_EVERY_TICKS) {
             push_positions(&state, &mut pushed).await;
         }
         let Some(rooms) = state.rooms.as_deref() else { continue };
