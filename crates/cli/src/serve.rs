@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use stampede_engine::limits::{Limits, MemoryLimits, RedisLimits};
-use stampede_engine::rooms::{MemoryRooms, Rooms};
+use stampede_engine::rooms::{MemoryRooms, RedisRooms, Rooms};
 use stampede_engine::{Backend, Embedded, EmbeddedOptions, RedisTarget, ScaleOut, ScaleOutOptions};
 use stampede_server::{AppState, Defenses, HttpSettings};
 use tokio::net::TcpListener;
@@ -64,10 +64,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         session_ttl_seconds: config.session_ttl_seconds,
         ..HttpSettings::default()
     };
-    // Waiting rooms live in this process in the embedded mode; scale-out replicas would each
-    // keep their own queue, so rooms are not offered there yet.
-    let rooms = config.scale_out.is_none().then(|| Arc::new(MemoryRooms::default()) as Arc<dyn Rooms>);
-    let defenses = Defenses { limits, policy: config.policy, rooms };
+    let rooms = open_rooms(&config).await?;
+    let defenses = Defenses { limits, policy: config.policy, rooms: Some(rooms) };
     let state = AppState::with_defenses(backend.clone(), &jwt_secret, &admin_token, settings, defenses);
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -102,6 +100,18 @@ async fn open_limits(config: &Config) -> anyhow::Result<Option<Arc<dyn Limits>>>
         }
     };
     Ok(Some(limits))
+}
+
+/// Waiting rooms: in this process for the embedded mode, in Redis (one queue for every
+/// replica) for scale-out.
+async fn open_rooms(config: &Config) -> anyhow::Result<Arc<dyn Rooms>> {
+    let Some(scale_out) = &config.scale_out else {
+        return Ok(Arc::new(MemoryRooms::default()));
+    };
+    let target = RedisTarget { urls: scale_out.redis_urls.clone(), cluster: scale_out.redis_cluster };
+    let rooms =
+        RedisRooms::open(&target, &scale_out.namespace).await.context("connecting the waiting rooms to Redis")?;
+    Ok(Arc::new(rooms))
 }
 
 /// Every connection is a file descriptor: lift the soft limit to the hard one, and say so when

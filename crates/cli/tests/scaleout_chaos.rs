@@ -725,14 +725,44 @@ async fn an_admin_ban_placed_on_one_replica_is_listed_and_lifted_on_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiting_rooms_are_refused_in_scale_out_mode() {
+async fn a_waiting_room_is_shared_by_every_replica() {
     let backends = Backends::shared().await;
-    let replicas = Replicas::start(1, &backends).await;
-    let api = replicas.api(0);
-    let body = json!({ "name": "room sale", "stock": 5, "price_cents": 100, "waiting_room": { "mode": "fifo" } });
-    let refused = api.send(api.admin(Method::POST, "/v1/sales").json(&body)).await;
-    refused.expect_error(400, "invalid_request");
-    assert!(refused.message().contains("waiting_room"), "the error names the room: {}", refused.text);
-    let plain = json!({ "name": "plain sale", "stock": 5, "price_cents": 100 });
-    api.create_sale(plain).await;
+    let replicas = Replicas::start(REPLICAS, &backends).await;
+    let (a, b, c) = (replicas.api(0), replicas.api(1), replicas.api(2));
+    let body = json!({ "name": "room sale", "stock": 5, "price_cents": 100, "waiting_room": { "max_active": 1 } });
+    let sale_id = a.create_sale(body).await["id"].as_str().expect("sale id").to_string();
+    let (first, second) = (unique("first"), unique("second"));
+    let queue = format!("/v1/sales/{sale_id}/queue");
+    let join = |api: Api, user: String| {
+        let path = queue.clone();
+        async move { api.send(api.user(&user, Method::POST, &path)).await }
+    };
+    let first_ticket = join(a.clone(), first.clone()).await.expect(201)["ticket"].as_str().expect("ticket").to_string();
+    let second_ticket =
+        join(b.clone(), second.clone()).await.expect(201)["ticket"].as_str().expect("ticket").to_string();
+    let again = join(c.clone(), first.clone()).await;
+    assert_eq!(again.expect(200)["ticket"], first_ticket.as_str(), "one ticket per user everywhere");
+    let standing = |api: Api, user: String, ticket: String| {
+        let path = format!("/v1/sales/{sale_id}/queue/{ticket}");
+        async move { api.send(api.user(&user, Method::GET, &path)).await.expect(200).clone() }
+    };
+    let admitted = wait_for(Duration::from_secs(10), || async {
+        let body = standing(b.clone(), first.clone(), first_ticket.clone()).await;
+        (body["status"] == "admitted").then_some(body)
+    })
+    .await
+    .expect("the first in line is let in");
+    let waiting = standing(c.clone(), second.clone(), second_ticket.clone()).await;
+    assert_eq!((waiting["status"].as_str(), waiting["position"].as_u64()), (Some("waiting"), Some(1)), "{waiting}");
+    let pass = admitted["pass"].as_str().expect("pass");
+    let bought = c.send(c.buy_request(&first, &sale_id, 1, None).header("Stampede-Pass", pass)).await;
+    bought.expect(201);
+    let refused = c.send(c.buy_request(&second, &sale_id, 1, None).header("Stampede-Pass", pass)).await;
+    refused.expect_error(403, "pass_required");
+    wait_for(Duration::from_secs(10), || async {
+        let body = standing(a.clone(), second.clone(), second_ticket.clone()).await;
+        (body["status"] == "admitted").then_some(())
+    })
+    .await
+    .expect("the purchase on one replica frees the place for the next, seen on another");
 }

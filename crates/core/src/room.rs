@@ -211,6 +211,12 @@ impl Room {
         (now >= self.config.starts_at).then_some(self.config.seed)
     }
 
+    /// Brings the room up to `now`: a pre-queue due for its shuffle is shuffled. Every step that
+    /// changes the room does this itself; call it before reading places at a new time.
+    pub fn catch_up(&mut self, now: Timestamp) {
+        self.shuffle_if_due(now);
+    }
+
     /// Joins (or returns the caller's existing ticket: one per user). Returns the ticket and
     /// whether it is new.
     pub fn join(&mut self, user: &UserId, now: Timestamp) -> Result<(TicketSeq, bool), RoomError> {

@@ -51,6 +51,7 @@ impl Rooms for MemoryRooms {
     ) -> Result<Joined, EngineError> {
         let room = self.room(sale_id, config);
         let mut room = lock(&room);
+        room.catch_up(now);
         let (seq, new) = room.join(user, now)?;
         let standing = standing_of(&room, room.place(seq, now)?, now);
         Ok(Joined { ticket: ticket_id(sale_id, seq), standing, new })
@@ -66,7 +67,8 @@ impl Rooms for MemoryRooms {
     ) -> Result<Standing, EngineError> {
         let seq = ticket_seq(sale_id, ticket).ok_or(RoomError::UnknownTicket)?;
         let room = self.room(sale_id, config);
-        let room = lock(&room);
+        let mut room = lock(&room);
+        room.catch_up(now);
         let owned = room.ticket(seq).is_some_and(|found| &found.user == user);
         if !owned {
             return Err(RoomError::UnknownTicket.into());

@@ -7,9 +7,12 @@ use stampede_core::{RoomConfig, RoomMode, RoomSettings, RoomState, TicketSeq, Ti
 
 use crate::backend::EngineError;
 
+pub mod conformance;
 mod memory;
+mod redis;
 
 pub use self::memory::MemoryRooms;
+pub use self::redis::RedisRooms;
 
 #[derive(Serialize, Deserialize)]
 struct RoomRecord {
