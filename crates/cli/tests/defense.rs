@@ -675,3 +675,37 @@ fn assert_bot_stopped(bot: &str, replies: &[Reply]) -> u64 {
     assert!(holds <= 1, "bot {bot} holds {holds} units over its limit of one: {:?}", summary(replies));
     holds
 }
+
+/// A built-in account made minutes ago owes two more bits of work than a token that does not
+/// say when its account was made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_accounts_owe_more_work() {
+    let server = defended(&[("STAMPEDE_RATE_IP", "0"), ("STAMPEDE_BAN_THRESHOLD", "0")]).await;
+    let api = server.api();
+    let username = unique("fresh");
+    let created = api
+        .send(api.request(Method::POST, "/v1/users").json(&json!({"username": username, "password": PASSWORD})))
+        .await;
+    created.expect(201);
+    let session = api.send(sign_in_request(api, &username)).await;
+    let token = session.expect(200)["token"].as_str().expect("session token").to_string();
+    let challenge = api.send(api.request(Method::GET, "/v1/challenge").bearer_auth(&token)).await;
+    assert_eq!(challenge.expect(200)["difficulty"], 18, "16 bits plus 2 for a new account");
+    assert_eq!(api.challenge(Some(&unique("minted"))).await["difficulty"], 16, "no account age: the base");
+
+    let body = json!({ "name": "pow sale", "stock": 5, "price_cents": 100, "proof_of_work": true });
+    let sale_id = api.create_sale(body).await["id"].as_str().expect("sale id").to_string();
+    let path = format!("/v1/sales/{sale_id}/orders");
+    let easy = api.challenge(Some(&unique("minted"))).await;
+    let easy = solve_pow(easy["challenge"].as_str().expect("token"), 16).await;
+    let refused = api
+        .send(api.request(Method::POST, &path).bearer_auth(&token).header("Stampede-Pow", easy).json(&json!({})))
+        .await;
+    refused.expect_error(403, "proof_of_work_required");
+    let hard = api.send(api.request(Method::GET, "/v1/challenge").bearer_auth(&token)).await;
+    let hard = solve_pow(hard.body["challenge"].as_str().expect("token"), 18).await;
+    let bought = api
+        .send(api.request(Method::POST, &path).bearer_auth(&token).header("Stampede-Pow", hard).json(&json!({})))
+        .await;
+    bought.expect(201);
+}

@@ -24,6 +24,16 @@ pub struct Auth {
 struct Claims {
     sub: String,
     exp: u64,
+    /// When the account was made (Unix seconds): session tokens of built-in accounts carry it,
+    /// and a shop minting its own tokens may; a new account is one risk signal of the defense.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    account_created: Option<i64>,
+}
+
+/// What a verified token says beyond the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenFacts {
+    pub account_created: Option<Timestamp>,
 }
 
 impl Auth {
@@ -42,19 +52,25 @@ impl Auth {
 
     /// The user a token speaks for, if it is a valid, unexpired HS256 token with a `sub`.
     pub fn verify(&self, token: &str) -> Option<UserId> {
+        self.verify_with_facts(token).map(|(user, _)| user)
+    }
+
+    pub fn verify_with_facts(&self, token: &str) -> Option<(UserId, TokenFacts)> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        UserId::new(&data.claims.sub).ok()
+        let facts =
+            TokenFacts { account_created: data.claims.account_created.map(|s| Timestamp(s.saturating_mul(1000))) };
+        Some((UserId::new(&data.claims.sub).ok()?, facts))
     }
 
     pub fn is_admin(&self, token: &str) -> bool {
         constant_time_eq(token.as_bytes(), self.admin_token.as_bytes())
     }
 
-    /// A session token for a built-in account.
-    pub fn mint(&self, user_id: &str) -> Result<(String, Timestamp), ApiError> {
+    /// A session token for a built-in account made at `account_created`.
+    pub fn mint(&self, user_id: &str, account_created: Timestamp) -> Result<(String, Timestamp), ApiError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let exp = now + self.session_ttl_seconds;
-        let claims = Claims { sub: user_id.to_owned(), exp };
+        let claims = Claims { sub: user_id.to_owned(), exp, account_created: Some(account_created.0 / 1000) };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|error| {
             tracing::error!(%error, "signing a session token failed");
             ApiError::internal()
@@ -150,7 +166,9 @@ mod tests {
     #[test]
     fn minted_tokens_verify_and_others_do_not() {
         let auth = Auth::new("secret-one", "admin", 60);
-        let (token, _) = auth.mint("u_1").unwrap();
+        let (token, _) = auth.mint("u_1", Timestamp(1_800_000_000_000)).unwrap();
+        let (_, facts) = auth.verify_with_facts(&token).unwrap();
+        assert_eq!(facts.account_created, Some(Timestamp(1_800_000_000_000)));
         assert_eq!(auth.verify(&token).unwrap().as_str(), "u_1");
         let other = Auth::new("secret-two", "admin", 60);
         assert!(other.verify(&token).is_none());

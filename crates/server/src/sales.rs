@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use stampede_core::{Quantity, RoomMode, RoomSettings, Timestamp};
 use stampede_engine::{EngineError, NewSale, PurchaseCommand, SaleView};
 
+use crate::auth::bearer_in;
 use crate::auth::{Admin, User};
-use crate::defense::guard::{prove_work, WorkProven};
+use crate::defense::guard::{is_new, prove_work, WorkProven, NEW_ACCOUNT_BITS};
 use crate::defense::pow::BASE_DIFFICULTY;
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, JsonBody, PathId};
@@ -241,7 +242,11 @@ pub async fn purchase(
             queue::check_pass(&state, &headers, &sale_id, &user)?;
         }
         if let (true, None, Some(limits)) = (defenses.proof_of_work, &proven, &state.limits) {
-            prove_work(&state, limits.as_ref(), &headers, BASE_DIFFICULTY, Timestamp::now()).await?;
+            let now = Timestamp::now();
+            let facts = bearer_in(&headers).and_then(|token| state.auth.verify_with_facts(token));
+            let new_account = facts.is_some_and(|(_, facts)| is_new(facts, now));
+            let bits = BASE_DIFFICULTY + if new_account { NEW_ACCOUNT_BITS } else { 0 };
+            prove_work(&state, limits.as_ref(), &headers, bits, now).await?;
         }
     }
     let command = PurchaseCommand {

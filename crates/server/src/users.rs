@@ -109,7 +109,7 @@ pub async fn sign_in(
     let Some(user) = user.filter(|_| matches) else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong username or password"));
     };
-    let (token, expires_at) = state.auth.mint(&user.id)?;
+    let (token, expires_at) = state.auth.mint(&user.id, user.created_at)?;
     Ok(Json(SessionBody { token, expires_at: expires_at.to_rfc3339() }))
 }
 

@@ -8,7 +8,7 @@ use stampede_core::Timestamp;
 use stampede_engine::limits::{Ban, Risk, Subject};
 
 use super::client_ip::ClientIp;
-use super::guard::{difficulty, subject_of};
+use super::guard::{difficulty, is_new, subject_of, NEW_ACCOUNT_BITS};
 use super::pow::BASE_DIFFICULTY;
 use crate::auth::{bearer_in, Admin};
 use crate::error::ApiError;
@@ -33,13 +33,15 @@ pub async fn challenge(
     headers: axum::http::HeaderMap,
 ) -> Json<ChallengeBody> {
     let now = Timestamp::now();
-    let user = bearer_in(&headers).and_then(|token| state.auth.verify(token));
-    let subject = subject_of(user, ip);
+    let verified = bearer_in(&headers).and_then(|token| state.auth.verify_with_facts(token));
+    let new_account = verified.as_ref().is_some_and(|(_, facts)| is_new(*facts, now));
+    let subject = subject_of(verified.map(|(user, _)| user), ip);
     let risk = match &state.limits {
         Some(limits) => limits.risk(&subject, now).await.unwrap_or_default(),
         None => Risk::default(),
     };
-    let bits = difficulty(risk, state.policy.ban_threshold).max(BASE_DIFFICULTY);
+    let extra = if new_account { NEW_ACCOUNT_BITS } else { 0 };
+    let bits = difficulty(risk, state.policy.ban_threshold).max(BASE_DIFFICULTY) + extra;
     let challenge = state.puzzles.issue(bits, now);
     Json(ChallengeBody {
         challenge: challenge.token,

@@ -16,12 +16,20 @@ use stampede_engine::limits::{self, Ban, Limits, Risk, Subject, Verdict};
 
 use super::client_ip::client_ip;
 use super::pow::{PowError, BASE_DIFFICULTY, MAX_DIFFICULTY};
-use crate::auth::{bearer, VerifiedUser};
+use crate::auth::{bearer, TokenFacts, VerifiedUser};
 use crate::error::ApiError;
 use crate::AppState;
 
 /// Header carrying a solved challenge: `<challenge>:<nonce>`.
 pub const POW_HEADER: &str = "stampede-pow";
+/// An account younger than this counts as new: when work is asked of it, more is asked.
+const NEW_ACCOUNT_MS: i64 = 24 * 3600 * 1000;
+pub const NEW_ACCOUNT_BITS: u8 = 2;
+
+/// Whether a token's account is new (made within the last day). Unknown age is not new.
+pub fn is_new(facts: TokenFacts, now: Timestamp) -> bool {
+    facts.account_created.is_some_and(|created| now.0 - created.0 < NEW_ACCOUNT_MS)
+}
 
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(limits) = state.limits.clone() else {
@@ -37,7 +45,9 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
 
 async fn check(state: &AppState, limits: &dyn Limits, parts: &mut Parts, now: Timestamp) -> Result<(), ApiError> {
     let ip = client_ip(parts, &state.settings.trusted_proxies).0;
-    let user = bearer(parts).and_then(|token| state.auth.verify(token));
+    let verified = bearer(parts).and_then(|token| state.auth.verify_with_facts(token));
+    let new_account = verified.as_ref().is_some_and(|(_, facts)| is_new(*facts, now));
+    let user = verified.map(|(user, _)| user);
     if let Some(user) = &user {
         // The handler's extractor takes it from here instead of verifying the token again.
         parts.extensions.insert(VerifiedUser(user.clone()));
@@ -58,6 +68,7 @@ async fn check(state: &AppState, limits: &dyn Limits, parts: &mut Parts, now: Ti
     if required == 0 {
         return Ok(());
     }
+    let required = if new_account { (required + NEW_ACCOUNT_BITS).min(MAX_DIFFICULTY) } else { required };
     prove_work(state, limits, &parts.headers, required, now).await?;
     parts.extensions.insert(WorkProven);
     Ok(())
@@ -163,6 +174,15 @@ mod tests {
         assert_eq!(difficulty(Risk { requests: 40, refused: 3 }, 50), BASE_DIFFICULTY + 8);
         assert_eq!(difficulty(Risk { requests: 1000, refused: 1000 }, 50), MAX_DIFFICULTY);
         assert_eq!(difficulty(Risk { requests: 1000, refused: 0 }, 0), 0, "no threshold: rate alone asks nothing");
+    }
+
+    #[test]
+    fn accounts_made_within_a_day_are_new() {
+        let now = Timestamp(1_800_000_000_000);
+        let made = |ago_ms: i64| TokenFacts { account_created: Some(Timestamp(now.0 - ago_ms)) };
+        assert!(is_new(made(3_600_000), now));
+        assert!(!is_new(made(NEW_ACCOUNT_MS), now));
+        assert!(!is_new(TokenFacts::default(), now), "tokens without the claim are not judged new");
     }
 
     #[test]
