@@ -1,9 +1,12 @@
 //! `stampede bench`: drives a running server and reports throughput and latency, always next
 //! to a `GET /healthz` baseline taken in the same run on the same server. The `streams`
 //! scenario instead reports the server's memory per open stream and the fan-out latency of one
-//! change.
+//! change; `overload` offers purchases open loop at a multiple of the measured peak; `pow`
+//! measures what solving the server's proof-of-work challenges costs a client.
 
 mod bids;
+mod overload;
+mod pow;
 mod streams;
 
 use std::net::SocketAddr;
@@ -56,6 +59,9 @@ pub struct BenchArgs {
     /// Send a unique Idempotency-Key with every purchase.
     #[arg(long)]
     idempotency_keys: bool,
+    /// Fetch and solve a proof-of-work challenge (GET /v1/challenge) before each purchase.
+    #[arg(long)]
+    pow: bool,
     /// Process id of the server, to report its memory (Linux).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -63,6 +69,8 @@ pub struct BenchArgs {
     bids: bids::BidArgs,
     #[command(flatten)]
     streams: streams::StreamArgs,
+    #[command(flatten)]
+    overload: overload::OverloadArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,6 +81,10 @@ enum Scenario {
     Bids,
     /// Idle live-stream subscribers: memory per stream, fan-out latency of a change.
     Streams,
+    /// The purchase peak (closed loop), then purchases offered open loop beyond it.
+    Overload,
+    /// Proof-of-work challenges from the server solved on one thread: the cost to a client.
+    Pow,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -91,6 +103,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Purchases => purchases(&target, &phase, &args).await,
         Scenario::Bids => bids::run(&target, &phase, &args.bids).await,
         Scenario::Streams => streams::run(&target, &args.streams, args.server_pid).await,
+        Scenario::Overload => {
+            overload::run(&target, &phase, &purchase_scenario(&args), &args.overload, args.server_pid).await
+        }
+        Scenario::Pow => pow::run(&target, phase.duration).await,
     }
 }
 
@@ -104,15 +120,7 @@ async fn baseline(target: &Target, phase: &Phase) -> anyhow::Result<Report> {
 async fn purchases(target: &Target, phase: &Phase, args: &BenchArgs) -> anyhow::Result<()> {
     let baseline = baseline(target, phase).await?;
     let rss_before = args.server_pid.and_then(stampede_loadgen::process::rss_kib);
-    let scenario = PurchaseScenario {
-        sales: args.sales,
-        stock_per_sale: args.stock,
-        users: args.users,
-        quantity: 1,
-        per_user_limit: 1,
-        idempotency_keys: args.idempotency_keys,
-        stock_buckets: args.stock_buckets,
-    };
+    let scenario = purchase_scenario(args);
     let purchases = stampede_loadgen::purchases(target, phase, &scenario).await.context("purchase phase")?;
     println!("{}", purchases.line());
     print_summary(&baseline, &purchases);
@@ -120,6 +128,19 @@ async fn purchases(target: &Target, phase: &Phase, args: &BenchArgs) -> anyhow::
         print_memory(before, after, &purchases);
     }
     Ok(())
+}
+
+fn purchase_scenario(args: &BenchArgs) -> PurchaseScenario {
+    PurchaseScenario {
+        sales: args.sales,
+        stock_per_sale: args.stock,
+        users: args.users,
+        quantity: 1,
+        per_user_limit: 1,
+        idempotency_keys: args.idempotency_keys,
+        stock_buckets: args.stock_buckets,
+        pow: args.pow,
+    }
 }
 
 fn print_summary(baseline: &Report, purchases: &Report) {
@@ -133,6 +154,19 @@ fn print_summary(baseline: &Report, purchases: &Report) {
         baseline.rps,
         baseline.p50,
         baseline.p99,
+    );
+    println!(
+        "summary scenario=purchases rps={:.0} ok_rps={:.0} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} non_2xx={} \
+         io_errors={} healthz_rps={:.0} healthz_p99_ms={:.3}",
+        purchases.rps,
+        purchases.ok_per_second(),
+        purchases.p50.as_secs_f64() * 1e3,
+        purchases.p99.as_secs_f64() * 1e3,
+        purchases.p999.as_secs_f64() * 1e3,
+        purchases.errors,
+        purchases.io_errors,
+        baseline.rps,
+        baseline.p99.as_secs_f64() * 1e3,
     );
 }
 

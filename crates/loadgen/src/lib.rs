@@ -2,6 +2,8 @@
 //!
 //! Closed-loop and connection-bound: each of `Phase::connections` tasks owns one keep-alive
 //! HTTP/1.1 connection and sends its next request as soon as the previous response is read.
+//! Purchases can also be offered open-loop (`OpenLoop`: a fixed rate, whatever the server does)
+//! for overload tests, and can carry a solved proof-of-work challenge each (`pow`).
 //! Latencies go into a fixed-size log-linear histogram per task, merged when the phase ends.
 //! Scenarios: `healthz` (the baseline), `purchases`, `bids` (one hot auction), and `streams`
 //! (idle live-stream subscribers: server memory per stream and fan-out latency of one change).
@@ -10,6 +12,8 @@ mod auction;
 mod conn;
 mod error;
 pub mod histogram;
+mod open_loop;
+pub mod pow;
 pub mod process;
 mod report;
 mod runner;
@@ -26,8 +30,9 @@ use std::time::Duration;
 
 pub use auction::{bids, BidRun, BidScenario};
 pub use error::LoadError;
+pub use open_loop::{OpenLoop, OpenLoopReport};
 pub use report::Report;
-pub use scenario::{healthz, purchases, PurchaseScenario};
+pub use scenario::{healthz, purchases, purchases_open_loop, PurchaseScenario};
 pub use streams::{streams, Round, SourceAddresses, StreamReport, StreamScenario, StreamTopic, Transport};
 pub use token::{mint_token, try_mint_token};
 

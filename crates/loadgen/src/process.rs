@@ -42,6 +42,19 @@ pub fn raise_open_files_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// CPU time (user and system) a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; the rest follows the last ')'
+    // and starts at field 3, so utime and stime (fields 14 and 15) are at 11 and 12.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|&hz| hz > 0)?;
+    Some(std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_second))
+}
+
 /// Size of the kernel's ephemeral port range, which bounds connections from one source address
 /// to one server address.
 pub fn ephemeral_ports() -> Option<usize> {
@@ -61,5 +74,6 @@ mod tests {
         assert!(rss_kib(std::process::id()).is_some());
         assert!(raise_open_files_limit() > 0);
         assert!(ephemeral_ports().is_some_and(|ports| ports > 0));
+        assert!(cpu_time(std::process::id()).is_some());
     }
 }

@@ -65,7 +65,7 @@ pub(crate) async fn run_phase(
     Ok(tally.into_report(name, ok_status, elapsed))
 }
 
-async fn connect_all(addrs: &[SocketAddr], count: usize) -> Result<Vec<Conn>, LoadError> {
+pub(crate) async fn connect_all(addrs: &[SocketAddr], count: usize) -> Result<Vec<Conn>, LoadError> {
     let mut conns = Vec::with_capacity(count);
     for id in 0..count {
         conns.push(conn::connect(addrs[id % addrs.len()]).await?);
@@ -115,8 +115,16 @@ impl Worker {
             conn.close();
             return;
         }
-        let request = self.workload.request(self.id, self.seq);
+        let prepared = self.workload.prepared_request(conn, self.id, self.seq).await;
         self.seq += 1;
+        let Ok(request) = prepared else {
+            // The preparation (a proof-of-work challenge) failed: a request that got no answer.
+            conn.close();
+            if Instant::now() >= self.window.record_from {
+                self.tally.record_io_error();
+            }
+            return;
+        };
         let started = Instant::now();
         let outcome = timeout(REQUEST_TIMEOUT, conn.send(request)).await;
         let measured = started >= self.window.record_from;

@@ -8,10 +8,11 @@ use hyper::{Method, StatusCode, Uri};
 use serde::Deserialize;
 
 use crate::conn::{self, Conn};
+use crate::open_loop::{self, run_open_loop};
 use crate::runner::run_phase;
 use crate::token::try_mint_token;
 use crate::workload::{self, Healthz, Purchase, Workload};
-use crate::{LoadError, Phase, Report, Target};
+use crate::{LoadError, OpenLoop, OpenLoopReport, Phase, Report, Target};
 
 /// Flash-sale purchase load: many distinct users ordering from a few sales.
 #[derive(Clone, Debug)]
@@ -28,6 +29,9 @@ pub struct PurchaseScenario {
     pub idempotency_keys: bool,
     /// `stock_buckets` of the sales (scale-out mode); 1 keeps each sale whole.
     pub stock_buckets: u32,
+    /// Solve a proof-of-work challenge (`GET /v1/challenge`) for each order before sending it,
+    /// as a client the server finds risky must.
+    pub pow: bool,
 }
 
 /// Holds must not expire mid-run, or released units would make stock look endless.
@@ -54,21 +58,43 @@ pub async fn healthz(target: &Target, phase: &Phase) -> Result<Report, LoadError
 ///
 /// Orders placed during warm-up take stock too but are not in the report.
 pub async fn purchases(target: &Target, phase: &Phase, scenario: &PurchaseScenario) -> Result<Report, LoadError> {
+    let ttl = phase.warmup + phase.duration + TOKEN_MARGIN;
+    let purchase = purchase_workload(target, scenario, ttl).await?;
+    run_phase("purchases", &target.addrs(), phase, Workload::Purchase(purchase)).await
+}
+
+/// Creates `scenario.sales` fresh sales, then offers orders at a fixed rate (open loop).
+/// Proof of work is not offered here: solving would make the generator, not the server, the
+/// bottleneck.
+pub async fn purchases_open_loop(
+    target: &Target,
+    open: &OpenLoop,
+    scenario: &PurchaseScenario,
+) -> Result<OpenLoopReport, LoadError> {
+    if scenario.pow {
+        return Err(LoadError::InvalidScenario("proof of work is not offered open loop"));
+    }
+    open_loop::validate(open)?;
+    let ttl = open.warmup + open.duration + TOKEN_MARGIN;
+    let purchase = purchase_workload(target, scenario, ttl).await?;
+    run_open_loop("purchases", &target.addrs(), open, Workload::Purchase(purchase)).await
+}
+
+async fn purchase_workload(target: &Target, scenario: &PurchaseScenario, ttl: Duration) -> Result<Purchase, LoadError> {
     validate(scenario)?;
     let run_id = run_id();
-    let ttl = phase.warmup + phase.duration + TOKEN_MARGIN;
     let tokens = mint_user_tokens(&target.jwt_secret, scenario.users, ttl.as_secs()).await?;
     let sale_ids = create_sales(target, scenario, &run_id).await?;
     let order_uris = sale_ids.iter().map(|id| workload::order_uri(id)).collect::<Result<Vec<Uri>, LoadError>>()?;
-    let purchase = Purchase {
+    Ok(Purchase {
         host: workload::host_header(target.addr)?,
         order_uris,
         tokens,
         body: order_body(scenario.quantity),
         idempotency_prefix: scenario.idempotency_keys.then(|| format!("lg-{run_id}")),
         next_user: AtomicUsize::new(0),
-    };
-    run_phase("purchases", &target.addrs(), phase, Workload::Purchase(purchase)).await
+        pow: scenario.pow,
+    })
 }
 
 fn validate(scenario: &PurchaseScenario) -> Result<(), LoadError> {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::{healthz, purchases, LoadError, Phase, PurchaseScenario, Target};
+use crate::{healthz, purchases, purchases_open_loop, LoadError, OpenLoop, Phase, PurchaseScenario, Target};
 
 const SECRET: &str = "test-secret";
 const ADMIN: &str = "test-admin";
@@ -28,6 +29,9 @@ struct Shop {
     keys: Mutex<HashSet<String>>,
     duplicate_keys: AtomicUsize,
     close_each_response: bool,
+    /// Orders carrying a valid proof of work (8 zero bits), and carrying an invalid one.
+    proven: AtomicUsize,
+    badly_proven: AtomicUsize,
 }
 
 struct FakeServer {
@@ -47,6 +51,7 @@ struct Parsed {
     path: String,
     authorization: String,
     idempotency_key: Option<String>,
+    pow: Option<String>,
     body: Vec<u8>,
 }
 
@@ -133,6 +138,7 @@ fn parse_request(buffer: &[u8]) -> Option<(Parsed, usize)> {
         path: parts.next()?.to_owned(),
         authorization: String::new(),
         idempotency_key: None,
+        pow: None,
         body: Vec::new(),
     };
     let mut length = 0;
@@ -142,6 +148,7 @@ fn parse_request(buffer: &[u8]) -> Option<(Parsed, usize)> {
             "content-length" => length = value.parse().ok()?,
             "authorization" => request.authorization = value,
             "idempotency-key" => request.idempotency_key = Some(value),
+            "stampede-pow" => request.pow = Some(value),
             _ => {}
         }
     }
@@ -153,6 +160,7 @@ fn parse_request(buffer: &[u8]) -> Option<(Parsed, usize)> {
 fn route(shop: &Shop, request: &Parsed) -> (u16, String) {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/healthz") => (200, r#"{"status":"ok"}"#.to_owned()),
+        ("GET", "/v1/challenge") => (200, r#"{"challenge":"p1.c.1.8.ff","difficulty":8,"expires_at":"x"}"#.to_owned()),
         ("POST", "/v1/sales") => create_sale(shop, request),
         ("POST", path) if path.starts_with("/v1/sales/") && path.ends_with("/orders") => order(shop, request),
         _ => (404, r#"{"error":{"code":"not_found","message":"no route"}}"#.to_owned()),
@@ -175,6 +183,12 @@ fn order(shop: &Shop, request: &Parsed) -> (u16, String) {
     if !valid_user(&request.authorization) {
         shop.unauthorized.fetch_add(1, Ordering::Relaxed);
         return (401, String::new());
+    }
+    if let Some(proof) = &request.pow {
+        // Checked independently of the generator's solver: 8 zero bits is one zero byte.
+        let solved = proof.starts_with("p1.c.1.8.ff:") && Sha256::digest(proof.as_bytes())[0] == 0;
+        let counter = if solved { &shop.proven } else { &shop.badly_proven };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(key) = &request.idempotency_key {
         let fresh = shop.keys.lock().expect("keys lock").insert(key.clone());
@@ -214,6 +228,7 @@ fn scenario(sales: usize, stock_per_sale: u32) -> PurchaseScenario {
         per_user_limit: 1,
         idempotency_keys: true,
         stock_buckets: 1,
+        pow: false,
     }
 }
 
@@ -287,5 +302,56 @@ async fn empty_scenarios_are_rejected() {
     let result = purchases(&target(server.addr), &phase(1, 0, 100), &no_users).await;
     assert!(matches!(result, Err(LoadError::InvalidScenario(_))), "{result:?}");
     let result = healthz(&target(server.addr), &phase(0, 0, 100)).await;
+    assert!(matches!(result, Err(LoadError::InvalidScenario(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn purchases_with_pow_carry_a_solved_challenge_each() {
+    let server = spawn_server(shop_with_stock(1_000, 1_000)).await;
+    let with_pow = PurchaseScenario { pow: true, ..scenario(1, 1_000) };
+    let report = purchases(&target(server.addr), &phase(2, 0, 200), &with_pow).await.expect("phase runs");
+    assert!(report.ok > 0, "{}", report.line());
+    assert_eq!(report.io_errors, 0, "{}", report.line());
+    assert_eq!(server.shop.badly_proven.load(Ordering::Relaxed), 0);
+    assert_eq!(server.shop.proven.load(Ordering::Relaxed) as u64, report.requests);
+}
+
+fn open_loop(rate: f64, connections: usize, duration_ms: u64) -> OpenLoop {
+    OpenLoop { rate, connections, warmup: Duration::from_millis(50), duration: Duration::from_millis(duration_ms) }
+}
+
+#[tokio::test]
+async fn open_loop_sends_every_due_request_when_connections_suffice() {
+    let server = spawn_server(shop_with_stock(1_000_000, 1_000_000)).await;
+    let open = open_loop(2_000.0, 16, 300);
+    let report = purchases_open_loop(&target(server.addr), &open, &scenario(1, 1_000_000)).await.expect("runs");
+    assert!(report.scheduled.abs_diff(600) <= 1, "{}", report.line());
+    assert_eq!(report.not_sent, 0, "{}", report.line());
+    assert_eq!(report.io_errors, 0, "{}", report.line());
+    assert!(report.ok.abs_diff(report.scheduled) <= 1, "{}", report.line());
+    assert_eq!(report.accepted(), report.ok);
+    assert_eq!(report.shed, 0);
+    assert!((report.goodput() - 2_000.0).abs() < 20.0, "{}", report.line());
+    let from_due = report.accepted_from_due.quantile(0.5);
+    assert!(from_due >= report.accepted_from_send.quantile(0.5), "{}", report.line());
+}
+
+#[tokio::test]
+async fn open_loop_counts_what_a_busy_pool_cannot_send() {
+    let server = spawn_server(shop_with_stock(1_000_000, 1_000_000)).await;
+    let open = open_loop(1_000_000.0, 1, 200);
+    let report = purchases_open_loop(&target(server.addr), &open, &scenario(1, 1_000_000)).await.expect("runs");
+    assert!(report.not_sent > report.scheduled / 2, "{}", report.line());
+    let accounted = report.not_sent + report.io_errors + report.answered();
+    assert!(accounted.abs_diff(report.scheduled) <= 2, "{accounted} vs {}", report.line());
+}
+
+#[tokio::test]
+async fn open_loop_rejects_pow_and_a_zero_rate() {
+    let server = spawn_server(Shop::default()).await;
+    let with_pow = PurchaseScenario { pow: true, ..scenario(1, 10) };
+    let result = purchases_open_loop(&target(server.addr), &open_loop(10.0, 1, 10), &with_pow).await;
+    assert!(matches!(result, Err(LoadError::InvalidScenario(_))), "{result:?}");
+    let result = purchases_open_loop(&target(server.addr), &open_loop(0.0, 1, 10), &scenario(1, 10)).await;
     assert!(matches!(result, Err(LoadError::InvalidScenario(_))), "{result:?}");
 }

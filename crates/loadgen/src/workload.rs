@@ -12,8 +12,8 @@ use hyper::http::HeaderValue;
 use hyper::{Method, Request, StatusCode, Uri};
 
 use crate::auction::Bidding;
-use crate::conn::Body;
-use crate::LoadError;
+use crate::conn::{Body, Conn};
+use crate::{pow, LoadError};
 
 /// What every connection task of a phase sends.
 pub(crate) enum Workload {
@@ -39,6 +39,8 @@ pub(crate) struct Purchase {
     /// Shared so that consecutive requests, whichever task sends them, come from different
     /// users; one relaxed increment per request is negligible next to an HTTP round trip.
     pub(crate) next_user: AtomicUsize,
+    /// Fetch and solve a proof-of-work challenge for each order before sending it.
+    pub(crate) pow: bool,
 }
 
 impl Workload {
@@ -55,6 +57,20 @@ impl Workload {
             Workload::Healthz(healthz) => healthz.request(),
             Workload::Purchase(purchase) => purchase.request(worker, seq),
             Workload::Bid(bidding) => bidding.request(),
+        }
+    }
+
+    /// Like `request`, but does the work a request needs first over `conn` (a solved
+    /// proof-of-work challenge, when the purchase scenario asks for one).
+    pub(crate) async fn prepared_request(
+        &self,
+        conn: &mut Conn,
+        worker: usize,
+        seq: u64,
+    ) -> Result<Request<Body>, LoadError> {
+        match self {
+            Workload::Purchase(purchase) if purchase.pow => purchase.proven_request(conn, worker, seq).await,
+            Workload::Healthz(_) | Workload::Purchase(_) | Workload::Bid(_) => Ok(self.request(worker, seq)),
         }
     }
 }
@@ -74,7 +90,22 @@ impl Healthz {
 
 impl Purchase {
     fn request(&self, worker: usize, seq: u64) -> Request<Body> {
-        let user = self.next_user.fetch_add(1, Ordering::Relaxed) % self.tokens.len();
+        self.request_of(self.next_user(), worker, seq)
+    }
+
+    async fn proven_request(&self, conn: &mut Conn, worker: usize, seq: u64) -> Result<Request<Body>, LoadError> {
+        let user = self.next_user();
+        let proof = pow::prove(conn, &self.host, &self.tokens[user]).await?;
+        let mut request = self.request_of(user, worker, seq);
+        request.headers_mut().insert(pow::POW_HEADER, proof);
+        Ok(request)
+    }
+
+    fn next_user(&self) -> usize {
+        self.next_user.fetch_add(1, Ordering::Relaxed) % self.tokens.len()
+    }
+
+    fn request_of(&self, user: usize, worker: usize, seq: u64) -> Request<Body> {
         let uri = &self.order_uris[user % self.order_uris.len()];
         let mut request = json_request(Method::POST, uri.clone(), &self.host, self.body.clone());
         let headers = request.headers_mut();
@@ -144,6 +175,7 @@ mod tests {
             body: Bytes::from_static(br#"{"quantity":1}"#),
             idempotency_prefix: idempotency.then(|| "lg-1".to_owned()),
             next_user: AtomicUsize::new(0),
+            pow: false,
         }
     }
 

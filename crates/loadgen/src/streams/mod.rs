@@ -302,6 +302,7 @@ impl Subject {
                     per_user_limit: 1,
                     idempotency_keys: false,
                     stock_buckets: 1,
+                    pow: false,
                 };
                 let id = create_sales(target, &sale, &run_id()).await?.remove(0);
                 let orders = workload::order_uri(&id)?;
