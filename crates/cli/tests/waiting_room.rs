@@ -584,3 +584,18 @@ async fn waiting_people_hear_their_position_as_it_changes() {
     let event = events.until_named("admitted").await;
     assert_eq!(event["sale_id"], sale_id.as_str(), "{event}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_page_is_served_self_contained() {
+    let server = Server::start().await;
+    let api = server.api();
+    let sale_id = paused_sale(api, 5, json!({})).await;
+    let reply = api.send(api.request(Method::GET, &format!("/rooms/{sale_id}"))).await;
+    assert_eq!(reply.status, 200);
+    let content_type = reply.headers.get("content-type").and_then(|value| value.to_str().ok()).unwrap_or("");
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    for needed in ["/v1/me/events", "Stampede-Pass", "Stampede-Pow", "/v1/challenge", "function sha256"] {
+        assert!(reply.text.contains(needed), "the page uses {needed}");
+    }
+    assert!(!reply.text.contains("http://") && !reply.text.contains("https://"), "no outside resources");
+}

@@ -182,6 +182,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/me/events", get(streams::me_sse))
         .route("/v1/me/events/ws", get(streams::me_ws))
         .route("/v1/challenge", get(defense::endpoints::challenge))
+        .route("/rooms/{id}", get(queue::page))
         .route("/v1/admin/sales/{id}/ledger", get(ops::ledger))
         .route("/v1/admin/bans", get(defense::endpoints::list).post(defense::endpoints::ban))
         .route("/v1/admin/bans/{subject}", axum::routing::delete(defense::endpoints::lift))

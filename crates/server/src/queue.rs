@@ -194,6 +194,12 @@ async fn room_body(state: &AppState, sale_id: &str, room: &RoomConfig) -> Result
     })
 }
 
+/// `GET /rooms/{id}`: the waiting room as a page for people: join, see the place move, buy with
+/// the pass, solving a proof-of-work puzzle in the browser when asked. Self-contained (no CDN).
+pub async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("pages/room.html"))
+}
+
 /// `GET /v1/sales/{id}/queue`: the room at a glance, with the shuffle's commitment and seed.
 pub async fn summary(State(state): State<AppState>, PathId(sale_id): PathId) -> Result<Json<RoomBody>, ApiError> {
     let (_, room) = room_of(&state, &sale_id).await?;
