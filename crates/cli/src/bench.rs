@@ -2,11 +2,13 @@
 //! to a `GET /healthz` baseline taken in the same run on the same server. The `streams`
 //! scenario instead reports the server's memory per open stream and the fan-out latency of one
 //! change; `overload` offers purchases open loop at a multiple of the measured peak; `pow`
-//! measures what solving the server's proof-of-work challenges costs a client.
+//! measures what solving the server's proof-of-work challenges costs a client; `queue` fills
+//! one waiting room with distinct users and reports the join latency and memory per queued user.
 
 mod bids;
 mod overload;
 mod pow;
+mod queue;
 mod streams;
 
 use std::net::SocketAddr;
@@ -71,6 +73,8 @@ pub struct BenchArgs {
     streams: streams::StreamArgs,
     #[command(flatten)]
     overload: overload::OverloadArgs,
+    #[command(flatten)]
+    queue: queue::QueueArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,6 +89,8 @@ enum Scenario {
     Overload,
     /// Proof-of-work challenges from the server solved on one thread: the cost to a client.
     Pow,
+    /// One waiting room joined once by each of --users users, then standing polls.
+    Queue,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -107,6 +113,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             overload::run(&target, &phase, &purchase_scenario(&args), &args.overload, args.server_pid).await
         }
         Scenario::Pow => pow::run(&target, phase.duration).await,
+        Scenario::Queue => queue::run(&target, &phase, args.users, &args.queue, args.server_pid).await,
     }
 }
 

@@ -6,7 +6,8 @@
 //! for overload tests, and can carry a solved proof-of-work challenge each (`pow`).
 //! Latencies go into a fixed-size log-linear histogram per task, merged when the phase ends.
 //! Scenarios: `healthz` (the baseline), `purchases`, `bids` (one hot auction), and `streams`
-//! (idle live-stream subscribers: server memory per stream and fan-out latency of one change).
+//! (idle live-stream subscribers: server memory per stream and fan-out latency of one change),
+//! and `queue` (one waiting room joined once by each of many users, then standing polls).
 
 mod auction;
 mod conn;
@@ -15,6 +16,7 @@ pub mod histogram;
 mod open_loop;
 pub mod pow;
 pub mod process;
+mod queue;
 mod report;
 mod runner;
 mod scenario;
@@ -31,6 +33,7 @@ use std::time::Duration;
 pub use auction::{bids, BidRun, BidScenario};
 pub use error::LoadError;
 pub use open_loop::{OpenLoop, OpenLoopReport};
+pub use queue::{queue_joins, queue_polls, queue_room, JoinRun, PollRun, QueueRoom, QueueScenario};
 pub use report::Report;
 pub use scenario::{healthz, purchases, purchases_open_loop, PurchaseScenario};
 pub use streams::{streams, Round, SourceAddresses, StreamReport, StreamScenario, StreamTopic, Transport};
