@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use stampede_core::{Quantity, RoomMode, RoomSettings, Timestamp};
 use stampede_engine::{EngineError, NewSale, PurchaseCommand, SaleView};
 
-use crate::auth::bearer_in;
 use crate::auth::{Admin, User};
-use crate::defense::guard::{is_new, prove_work, WorkProven, NEW_ACCOUNT_BITS};
+use crate::defense::guard::{caller, prove_work, WorkProven, NEW_ACCOUNT_BITS};
 use crate::defense::pow::BASE_DIFFICULTY;
 use crate::error::ApiError;
 use crate::extract::{IdempotencyHeader, JsonBody, PathId};
@@ -243,8 +242,7 @@ pub async fn purchase(
         }
         if let (true, None, Some(limits)) = (defenses.proof_of_work, &proven, &state.limits) {
             let now = Timestamp::now();
-            let facts = bearer_in(&headers).and_then(|token| state.auth.verify_with_facts(token));
-            let new_account = facts.is_some_and(|(_, facts)| is_new(facts, now));
+            let new_account = caller(&state, &headers, now).is_some_and(|(_, new)| new);
             let bits = BASE_DIFFICULTY + if new_account { NEW_ACCOUNT_BITS } else { 0 };
             prove_work(&state, limits.as_ref(), &headers, bits, now).await?;
         }

@@ -8,9 +8,9 @@ use stampede_core::Timestamp;
 use stampede_engine::limits::{Ban, Risk, Subject};
 
 use super::client_ip::ClientIp;
-use super::guard::{difficulty, is_new, subject_of, NEW_ACCOUNT_BITS};
+use super::guard::{caller, difficulty, subject_of, NEW_ACCOUNT_BITS};
 use super::pow::BASE_DIFFICULTY;
-use crate::auth::{bearer_in, Admin};
+use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId};
 use crate::AppState;
@@ -33,14 +33,13 @@ pub async fn challenge(
     headers: axum::http::HeaderMap,
 ) -> Json<ChallengeBody> {
     let now = Timestamp::now();
-    let verified = bearer_in(&headers).and_then(|token| state.auth.verify_with_facts(token));
-    let new_account = verified.as_ref().is_some_and(|(_, facts)| is_new(*facts, now));
-    let subject = subject_of(verified.map(|(user, _)| user), ip);
+    let (user, new_account) = caller(&state, &headers, now).unzip();
+    let subject = subject_of(user, ip);
     let risk = match &state.limits {
         Some(limits) => limits.risk(&subject, now).await.unwrap_or_default(),
         None => Risk::default(),
     };
-    let extra = if new_account { NEW_ACCOUNT_BITS } else { 0 };
+    let extra = if new_account == Some(true) { NEW_ACCOUNT_BITS } else { 0 };
     let bits = difficulty(risk, state.policy.ban_threshold).max(BASE_DIFFICULTY) + extra;
     let challenge = state.puzzles.issue(bits, now);
     Json(ChallengeBody {

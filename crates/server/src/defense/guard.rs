@@ -16,7 +16,7 @@ use stampede_engine::limits::{self, Ban, Limits, Risk, Subject, Verdict};
 
 use super::client_ip::client_ip;
 use super::pow::{PowError, BASE_DIFFICULTY, MAX_DIFFICULTY};
-use crate::auth::{bearer, TokenFacts, VerifiedUser};
+use crate::auth::{bearer_in, TokenFacts, VerifiedUser};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -25,6 +25,12 @@ pub const POW_HEADER: &str = "stampede-pow";
 /// An account younger than this counts as new: when work is asked of it, more is asked.
 const NEW_ACCOUNT_MS: i64 = 24 * 3600 * 1000;
 pub const NEW_ACCOUNT_BITS: u8 = 2;
+
+/// The user of the request's bearer token, and whether their account is new.
+pub(crate) fn caller(state: &AppState, headers: &axum::http::HeaderMap, now: Timestamp) -> Option<(UserId, bool)> {
+    let (user, facts) = bearer_in(headers).and_then(|token| state.auth.verify_with_facts(token))?;
+    Some((user, is_new(facts, now)))
+}
 
 /// Whether a token's account is new (made within the last day). Unknown age is not new.
 pub fn is_new(facts: TokenFacts, now: Timestamp) -> bool {
@@ -45,9 +51,8 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
 
 async fn check(state: &AppState, limits: &dyn Limits, parts: &mut Parts, now: Timestamp) -> Result<(), ApiError> {
     let ip = client_ip(parts, &state.settings.trusted_proxies).0;
-    let verified = bearer(parts).and_then(|token| state.auth.verify_with_facts(token));
-    let new_account = verified.as_ref().is_some_and(|(_, facts)| is_new(*facts, now));
-    let user = verified.map(|(user, _)| user);
+    let (user, new_account) = caller(state, &parts.headers, now).unzip();
+    let new_account = new_account.unwrap_or(false);
     if let Some(user) = &user {
         // The handler's extractor takes it from here instead of verifying the token again.
         parts.extensions.insert(VerifiedUser(user.clone()));
@@ -63,7 +68,7 @@ async fn check(state: &AppState, limits: &dyn Limits, parts: &mut Parts, now: Ti
             return Ok(());
         }
     }
-    let subject = user.map_or(Subject::Ip(ip), Subject::User);
+    let subject = subject_of(user, ip);
     let required = required_work(limits, &subject, state, now).await;
     if required == 0 {
         return Ok(());

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -20,6 +20,7 @@ use stampede_core::{Timestamp, UserId};
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
+use crate::lock;
 
 /// Snapshots of one topic are sent at most this often.
 pub const COALESCE: Duration = Duration::from_millis(100);
@@ -207,8 +208,4 @@ fn replace_if_new(sender: &watch::Sender<Arc<Frame>>, frame: Frame) {
         }
         changed
     });
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
