@@ -45,6 +45,7 @@ macro_rules! limits_conformance {
             concurrent_admits_pass_at_most_the_burst,
             concurrent_admits_ban_past_the_threshold,
             a_ban_settles_the_requests_that_caused_it,
+            clocks_read_out_of_order_still_pass_the_burst,
         );
     };
     (@cases $harness:ty; $($case:ident),* $(,)?) => {
@@ -326,6 +327,20 @@ pub async fn replicas_share_limits_and_bans<H: Harness>() {
 
     assert!(one.spend_once("challenge", at(300_000), T0).await.expect("spend"));
     assert!(!two.spend_once("challenge", at(300_000), T0).await.expect("spend on the other replica"));
+}
+
+pub async fn clocks_read_out_of_order_still_pass_the_burst<H: Harness>() {
+    // Two replicas whose requests reach the state in another order than their clocks were read
+    // in (or whose clocks differ by a few milliseconds): the burst of 4 passes whole.
+    let h = H::open(Policy { user: quota(1, 4), sale: quota(1, 4), ..open_policy() }).await;
+    let (one, two) = (h.limits(), h.replica().await);
+    let alice = user("alice");
+    for (n, millis) in [5, 0, 3, 1].into_iter().enumerate() {
+        let replica = if n % 2 == 0 { &one } else { &two };
+        let verdict = admit(&**replica, Some(&alice), ip(n as u8), Some("s1"), at(millis)).await;
+        assert_eq!(verdict, Verdict::Allowed, "request {n}, read at +{millis} ms");
+    }
+    assert_eq!(admit(&*two, Some(&alice), ip(9), Some("s1"), at(2)).await, wait(1_000), "counted from +5 ms");
 }
 
 /// Admits every request at once, each from its own task; returns the verdicts.

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use stampede_core::{Timestamp, UserId};
 
-use super::window::{Gcra, Window};
+use super::window::{Arrival, Gcra, Window};
 use super::{Ban, Limits, Policy, Request, Risk, Rules, Subject, Verdict};
 use crate::backend::EngineError;
 
@@ -19,7 +19,7 @@ pub struct MemoryLimits {
     rules: Rules,
     users: Table<UserId, SubjectState>,
     ips: Table<IpAddr, SubjectState>,
-    sales: Table<Box<str>, ArrivalTime>,
+    sales: Table<Box<str>, Arrival>,
     tokens: Table<Box<str>, Timestamp>,
 }
 
@@ -77,8 +77,8 @@ impl MemoryLimits {
     }
 
     fn admit_sale(&self, sale: &str, gcra: Gcra, at: &Moment) -> Verdict {
-        let make = || (Box::from(sale), ArrivalTime(i64::MIN));
-        let step = |tat: &mut ArrivalTime| gcra.step(tat.0, at.us).map(|next| tat.0 = next);
+        let make = || (Box::from(sale), Arrival::NEW);
+        let step = |arrival: &mut Arrival| gcra.step(arrival, at.us);
         match self.sales.lock(sale).with(sale, at, make, step) {
             Ok(()) => Verdict::Allowed,
             Err(retry_after) => Verdict::Limited { retry_after },
@@ -180,14 +180,14 @@ impl Moment {
 
 /// A user's or an IP's state.
 struct SubjectState {
-    tat_us: i64,
+    arrival: Arrival,
     window: Window,
     ban: Option<Ban>,
 }
 
 impl SubjectState {
     fn new(at: &Moment) -> Self {
-        Self { tat_us: i64::MIN, window: Window::new(at.bucket), ban: None }
+        Self { arrival: Arrival::NEW, window: Window::new(at.bucket), ban: None }
     }
 
     fn current_ban(&self, at: &Moment) -> Option<&Ban> {
@@ -209,11 +209,8 @@ impl SubjectState {
             return Verdict::Banned(ban);
         }
         let Some(gcra) = gcra else { return Verdict::Allowed };
-        match gcra.step(self.tat_us, at.us) {
-            Ok(next) => {
-                self.tat_us = next;
-                Verdict::Allowed
-            }
+        match gcra.step(&mut self.arrival, at.us) {
+            Ok(()) => Verdict::Allowed,
             Err(retry_after) => {
                 self.window.count_refused(at.bucket);
                 Verdict::Limited { retry_after }
@@ -222,9 +219,6 @@ impl SubjectState {
     }
 }
 
-/// A sale's GCRA state.
-struct ArrivalTime(i64);
-
 /// State that can be dropped once it no longer changes any answer.
 trait Expires {
     fn is_spent(&self, at: &Moment) -> bool;
@@ -232,13 +226,13 @@ trait Expires {
 
 impl Expires for SubjectState {
     fn is_spent(&self, at: &Moment) -> bool {
-        self.tat_us <= at.us && self.window.is_idle(at.bucket) && self.current_ban(at).is_none()
+        self.arrival.is_spent(at) && self.window.is_idle(at.bucket) && self.current_ban(at).is_none()
     }
 }
 
-impl Expires for ArrivalTime {
+impl Expires for Arrival {
     fn is_spent(&self, at: &Moment) -> bool {
-        self.0 <= at.us
+        self.tat_us <= at.us
     }
 }
 

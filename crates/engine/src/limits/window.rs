@@ -27,16 +27,32 @@ impl Gcra {
         Some(Self { interval_us, tolerance_us: interval_us * i64::from(quota.burst.max(1)) })
     }
 
-    /// One request at `now_us` against the theoretical arrival time `tat_us`: the new TAT when
-    /// allowed, or how long until it would be.
-    pub fn step(self, tat_us: i64, now_us: i64) -> Result<i64, Duration> {
-        let next = tat_us.max(now_us) + self.interval_us;
+    /// One request at `now_us`: moves `arrival` on when allowed, or says how long until it
+    /// would be. A `now_us` older than one already allowed counts as that one: requests of one
+    /// subject reach the state out of the order their clocks were read in (concurrent requests,
+    /// replicas whose clocks differ a little), and must not be refused for it.
+    pub fn step(self, arrival: &mut Arrival, now_us: i64) -> Result<(), Duration> {
+        let now_us = now_us.max(arrival.latest_us);
+        let next = arrival.tat_us.max(now_us) + self.interval_us;
         let excess = next - now_us - self.tolerance_us;
         if excess > 0 {
             return Err(Duration::from_micros(excess.unsigned_abs()));
         }
-        Ok(next)
+        *arrival = Arrival { tat_us: next, latest_us: now_us };
+        Ok(())
     }
+}
+
+/// A subject's GCRA state: its theoretical arrival time and the latest time a request of it
+/// was allowed at (microseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    pub tat_us: i64,
+    pub latest_us: i64,
+}
+
+impl Arrival {
+    pub const NEW: Self = Self { tat_us: i64::MIN, latest_us: i64::MIN };
 }
 
 /// Requests and refusals of one subject per bucket, in a ring: slot `bucket % BUCKETS` holds the
@@ -117,13 +133,24 @@ mod tests {
     #[test]
     fn gcra_allows_the_burst_then_one_per_interval() {
         let gcra = Gcra::of(Quota { per_second: 10, burst: 3 }).unwrap();
-        let mut tat = 0;
+        let mut arrival = Arrival::NEW;
         for _ in 0..3 {
-            tat = gcra.step(tat, 1_000_000).expect("within the burst");
+            gcra.step(&mut arrival, 1_000_000).expect("within the burst");
         }
-        assert_eq!(gcra.step(tat, 1_000_000), Err(Duration::from_millis(100)));
-        assert_eq!(gcra.step(tat, 1_060_000), Err(Duration::from_millis(40)));
-        assert!(gcra.step(tat, 1_100_000).is_ok());
+        assert_eq!(gcra.step(&mut arrival, 1_000_000), Err(Duration::from_millis(100)));
+        assert_eq!(gcra.step(&mut arrival, 1_060_000), Err(Duration::from_millis(40)));
+        assert!(gcra.step(&mut arrival, 1_100_000).is_ok());
+    }
+
+    #[test]
+    fn gcra_takes_a_burst_whose_clocks_were_read_out_of_order() {
+        let gcra = Gcra::of(Quota { per_second: 1, burst: 4 }).unwrap();
+        let mut arrival = Arrival::NEW;
+        for now_us in [1_005_000, 1_000_000, 1_003_000, 1_001_000] {
+            gcra.step(&mut arrival, now_us).expect("the burst of 4, whatever the order");
+        }
+        assert_eq!(gcra.step(&mut arrival, 1_002_000), Err(Duration::from_secs(1)));
+        assert_eq!(arrival, Arrival { tat_us: 5_005_000, latest_us: 1_005_000 });
     }
 
     #[test]

@@ -2,7 +2,8 @@
 -- steps of limits/window.rs and limits/memory.rs, which the conformance suite holds both to
 -- (and, as `spend`, a single-use token).
 -- KEYS[1]: the subject's hash. ARGV[1]: the operation; ARGV[2]: now (ms); the rest below.
--- Fields: t = GCRA theoretical arrival time (µs); w = the window ring as "newest r0..r9 x0..x9"
+-- Fields: t = GCRA theoretical arrival time (µs); l = the latest time a request was allowed
+-- at (ms; an older `now` counts as it, window.rs: Gcra::step); w = the window ring as "newest r0..r9 x0..x9"
 -- (requests, then refused requests, per bucket slot); u = ban until (ms); m = ban reason.
 -- Numbers are written with %.0f: tostring would round 16-digit microsecond times.
 
@@ -97,7 +98,7 @@ local function admit()
   local interval, tolerance = tonumber(ARGV[3]), tonumber(ARGV[4])
   local bucket_ms, threshold = tonumber(ARGV[5]), tonumber(ARGV[6])
   local ban_ms, reason, window_ms = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
-  local state = redis.call('HMGET', key, 't', 'w', 'u', 'm')
+  local state = redis.call('HMGET', key, 't', 'w', 'u', 'm', 'l')
   local tat, until_ms = tonumber(state[1]), tonumber(state[3])
   local window, bucket, here = nil, 0, 0
   if bucket_ms > 0 then
@@ -130,14 +131,15 @@ local function admit()
     end
   end
   if interval > 0 then
-    local now_us = now * 1000
+    local latest = math.max(now, tonumber(state[5]) or now)
+    local now_us = latest * 1000
     local next_tat = math.max(tat or now_us, now_us) + interval
     local excess = next_tat - now_us - tolerance
     if excess > 0 then
       return refuse({ 'limited', int(excess) })
     end
     tat = next_tat
-    redis.call('HSET', key, 't', int(tat))
+    redis.call('HSET', key, 't', int(tat), 'l', int(latest))
   end
   if window then
     redis.call('HSET', key, 'w', write_window(window))
