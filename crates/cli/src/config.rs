@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// `off` turns off rate limits, automatic bans and proof-of-work [default: on].
     #[arg(long, env = "STAMPEDE_LIMITS")]
     pub limits: Option<Switch>,
+    /// `off` turns off request metrics and `GET /metrics` [default: on].
+    #[arg(long, env = "STAMPEDE_METRICS")]
+    pub metrics: Option<Switch>,
     /// Rate limit per user on mutating requests, `PER_SECOND[:BURST]`, 0 = none [default: 10:20].
     #[arg(long, env = "STAMPEDE_RATE_USER")]
     pub rate_user: Option<String>,
@@ -137,6 +140,7 @@ struct FileConfig {
     session_ttl_seconds: Option<u64>,
     sync: Option<SyncMode>,
     limits: Option<Switch>,
+    metrics: Option<Switch>,
     rate_user: Option<String>,
     rate_ip: Option<String>,
     rate_sale: Option<String>,
@@ -166,6 +170,7 @@ pub struct Config {
     pub session_ttl_seconds: u64,
     pub sync: SyncMode,
     pub limits: Switch,
+    pub metrics: Switch,
     pub policy: Policy,
     /// `None`: the embedded store.
     pub scale_out: Option<ScaleOutConfig>,
@@ -226,6 +231,7 @@ impl Config {
             session_ttl_seconds: args.session_ttl_seconds.or(file.session_ttl_seconds).unwrap_or(86_400),
             sync: args.sync.or(file.sync).unwrap_or(SyncMode::Full),
             limits: args.limits.or(file.limits).unwrap_or(Switch::On),
+            metrics: args.metrics.or(file.metrics).unwrap_or(Switch::On),
             policy: Policy {
                 user: quota("rate_user", args.rate_user.or(file.rate_user), defaults.user)?,
                 ip: quota("rate_ip", args.rate_ip.or(file.rate_ip), defaults.ip)?,

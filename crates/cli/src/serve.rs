@@ -62,6 +62,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_queue_wait: config.max_queue_wait,
         trusted_proxies: config.trusted_proxies.clone(),
         session_ttl_seconds: config.session_ttl_seconds,
+        metrics: config.metrics == Switch::On,
         ..HttpSettings::default()
     };
     let rooms = open_rooms(&config).await?;

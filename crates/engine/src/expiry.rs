@@ -24,12 +24,18 @@ pub async fn run(backend: Arc<dyn Backend>, mut shutdown: watch::Receiver<bool>)
         let now = Timestamp::now();
         match backend.expire_due(now).await {
             Ok(0) => {}
-            Ok(expired) => tracing::debug!(expired, "holds expired"),
+            Ok(expired) => {
+                metrics::counter!(crate::telemetry::HOLD_EXPIRIES).increment(expired as u64);
+                tracing::debug!(expired, "holds expired");
+            }
             Err(error) => tracing::warn!(%error, "expiring holds failed"),
         }
         match backend.close_due_auctions(now).await {
             Ok(0) => {}
-            Ok(closed) => tracing::debug!(closed, "auctions closed"),
+            Ok(closed) => {
+                metrics::counter!(crate::telemetry::AUCTIONS_CLOSED).increment(closed as u64);
+                tracing::debug!(closed, "auctions closed");
+            }
             Err(error) => tracing::warn!(%error, "closing auctions failed"),
         }
     }

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod limits;
 pub mod rooms;
 pub mod scaleout;
+pub mod telemetry;
 
 pub use backend::{
     AuctionView, Backend, BidCommand, BidResult, EngineError, Ledger, LedgerCounts, NewAuction, NewSale, NewUser,

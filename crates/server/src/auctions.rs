@@ -190,9 +190,18 @@ pub async fn bid(
     IdempotencyHeader(key): IdempotencyHeader,
     JsonBody(body): JsonBody<PlaceBid>,
 ) -> Result<(StatusCode, Json<BidBody>), ApiError> {
-    let max_amount_cents = cents("max_amount_cents", body.max_amount_cents)?;
-    let command = BidCommand { auction_id, user, max_amount_cents, idempotency_key: key };
-    let result = state.backend.bid(command, Timestamp::now()).await?;
+    let answer = async {
+        let max_amount_cents = cents("max_amount_cents", body.max_amount_cents)?;
+        let command = BidCommand { auction_id, user, max_amount_cents, idempotency_key: key };
+        Ok::<_, ApiError>(state.backend.bid(command, Timestamp::now()).await?)
+    }
+    .await;
+    state.telemetry.bid(match &answer {
+        Ok(result) if !result.created => "replayed",
+        Ok(result) => result.status.as_str(),
+        Err(error) => error.code,
+    });
+    let result = answer?;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     let body = BidBody {
         id: result.id,

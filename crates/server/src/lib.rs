@@ -2,6 +2,8 @@
 
 mod auctions;
 pub mod auth;
+mod board;
+mod dashboard;
 pub mod defense;
 pub mod error;
 pub mod extract;
@@ -11,6 +13,7 @@ mod queue;
 mod sales;
 mod serve;
 pub mod streams;
+pub mod telemetry;
 mod users;
 
 use std::sync::Arc;
@@ -49,6 +52,8 @@ pub struct HttpSettings {
     /// Peers whose `X-Forwarded-For` is believed: the client address is the nearest hop before
     /// them. Empty: the peer address is the client.
     pub trusted_proxies: Vec<defense::client_ip::IpRange>,
+    /// Request metrics and `/metrics` (off: neither, for measuring what they cost).
+    pub metrics: bool,
 }
 
 impl Default for HttpSettings {
@@ -63,6 +68,7 @@ impl Default for HttpSettings {
             max_in_flight: 1_024,
             max_queue_wait: Duration::from_millis(100),
             trusted_proxies: Vec::new(),
+            metrics: true,
         }
     }
 }
@@ -75,6 +81,8 @@ pub struct Inner {
     pub auth: Auth,
     pub settings: HttpSettings,
     pub hub: Arc<streams::hub::Hub>,
+    pub telemetry: telemetry::Telemetry,
+    pub board: board::Board,
     /// `None` when limits are off (`STAMPEDE_LIMITS=off`).
     pub limits: Option<Arc<dyn Limits>>,
     pub policy: Policy,
@@ -129,11 +137,14 @@ impl AppState {
         let hub = Arc::new(streams::hub::Hub::new(settings.max_streams));
         let shedder = defense::shedding::Shedder::new(settings.max_in_flight, settings.max_queue_wait);
         let Defenses { limits, policy, rooms } = defenses;
+        let telemetry = telemetry::Telemetry::new(settings.metrics);
         Self(Arc::new(Inner {
             backend,
             auth,
             settings,
             hub,
+            telemetry,
+            board: board::Board::default(),
             limits,
             policy,
             rooms,
@@ -187,16 +198,22 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/bans", get(defense::endpoints::list).post(defense::endpoints::ban))
         .route("/v1/admin/bans/{subject}", axum::routing::delete(defense::endpoints::lift))
         .route("/readyz", get(ops::readyz))
+        .route("/v1/admin/dashboard/events", get(dashboard::events))
         .merge(guarded_routes)
         .route_layer(middleware::from_fn_with_state(state.clone(), defense::shedding::shed));
-    let routes = Router::new().route("/healthz", get(ops::healthz)).merge(api);
+    // Never shed: a health check, and what an operator needs to see an overload.
+    let routes = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(dashboard::metrics))
+        .route("/dashboard", get(dashboard::page))
+        .merge(api);
     guarded(routes, state)
 }
 
 /// What every route gets: JSON answers for unknown routes and methods, the time limit, the body
 /// limit, and a 500 JSON answer (the server stays up) when a handler panics.
 fn guarded(routes: Router<AppState>, state: AppState) -> Router {
-    routes
+    let routes = routes
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
@@ -204,8 +221,15 @@ fn guarded(routes: Router<AppState>, state: AppState) -> Router {
             tracing::error!("a request handler panicked");
             ApiError::internal().into_response()
         }))
-        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT));
+    // Outermost, after the fallbacks are in place: every answer is counted, panics and
+    // unknown routes included.
+    let routes = if state.telemetry.enabled() {
+        routes.layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
+    } else {
+        routes
+    };
+    routes.with_state(state)
 }
 
 /// Answers 503 instead of letting a request run past the configured time.
@@ -227,6 +251,7 @@ pub async fn serve(
     let header_read_timeout = state.settings.header_read_timeout;
     let (stop_streams, streams_stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(streams::run(state.clone(), streams_stopped.clone()));
+    let board = tokio::spawn(board::run(state.clone(), streams_stopped.clone()));
     let rooms = tokio::spawn(queue::run(state.clone(), streams_stopped));
     let hub = state.hub.clone();
     let shutdown = async move {
@@ -237,6 +262,9 @@ pub async fn serve(
     let _ = stop_streams.send(true);
     if let Err(error) = follower.await {
         tracing::error!(%error, "the stream follower ended abnormally");
+    }
+    if let Err(error) = board.await {
+        tracing::error!(%error, "the live board ended abnormally");
     }
     if let Err(error) = rooms.await {
         tracing::error!(%error, "the waiting room job ended abnormally");

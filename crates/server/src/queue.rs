@@ -285,12 +285,33 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Each waiting room's people in the Prometheus text format (for `/metrics`).
+pub(crate) async fn render_metrics(state: &AppState, out: &mut String) {
+    use std::fmt::Write as _;
+    let Some(rooms) = state.rooms.as_deref() else { return };
+    let mut lines = Vec::new();
+    for sale_id in rooms.sales().await.unwrap_or_default() {
+        let Ok((_, room)) = room_of(state, &sale_id).await else { continue };
+        if let Ok(summary) = rooms.summary(&sale_id, &room, Timestamp::now()).await {
+            lines.push((sale_id, summary.waiting, summary.active));
+        }
+    }
+    lines.sort();
+    out.push_str("# HELP stampede_queue_users People in a sale's waiting room: waiting, or let in and not done.\n");
+    out.push_str("# TYPE stampede_queue_users gauge\n");
+    for (sale_id, waiting, active) in lines {
+        let _ = writeln!(out, "stampede_queue_users{{sale=\"{sale_id}\",state=\"waiting\"}} {waiting}");
+        let _ = writeln!(out, "stampede_queue_users{{sale=\"{sale_id}\",state=\"active\"}} {active}");
+    }
+}
+
 async fn admit(state: &AppState, sale_id: &str) -> Result<(), ApiError> {
     let (_, room) = room_of(state, sale_id).await?;
     let now = Timestamp::now();
     let sale = state.backend.sale(sale_id, now).await?;
     let buyable = if sale.status == SaleStatus::Live { sale.available } else { 0 };
     let admitted = rooms_of(state)?.admit_due(sale_id, &room, buyable, now).await?;
+    state.telemetry.admitted(admitted.len() as u64);
     let mut by_user: HashMap<&UserId, Timestamp> = HashMap::new();
     for (user, pass_expires_at) in &admitted {
         by_user.insert(user, *pass_expires_at);

@@ -231,36 +231,45 @@ pub async fn purchase(
     proven: Option<Extension<WorkProven>>,
     JsonBody(body): JsonBody<QuantityBody>,
 ) -> Result<(StatusCode, Json<OrderBody>), ApiError> {
-    let defenses = match queue::defenses(&state, &sale_id).await {
-        Ok(defenses) => Some(defenses),
-        Err(EngineError::SaleNotFound) => None,
-        Err(error) => return Err(error.into()),
-    };
-    if let Some(defenses) = &defenses {
-        if defenses.room.is_some() {
-            queue::check_pass(&state, &headers, &sale_id, &user)?;
+    let answer: Result<(StatusCode, Json<OrderBody>), ApiError> = async {
+        let defenses = match queue::defenses(&state, &sale_id).await {
+            Ok(defenses) => Some(defenses),
+            Err(EngineError::SaleNotFound) => None,
+            Err(error) => return Err(error.into()),
+        };
+        if let Some(defenses) = &defenses {
+            if defenses.room.is_some() {
+                queue::check_pass(&state, &headers, &sale_id, &user)?;
+            }
+            if let (true, None, Some(limits)) = (defenses.proof_of_work, &proven, &state.limits) {
+                let now = Timestamp::now();
+                let new_account = caller(&state, &headers, now).is_some_and(|(_, new)| new);
+                let bits = BASE_DIFFICULTY + if new_account { NEW_ACCOUNT_BITS } else { 0 };
+                prove_work(&state, limits.as_ref(), &headers, bits, now).await?;
+            }
         }
-        if let (true, None, Some(limits)) = (defenses.proof_of_work, &proven, &state.limits) {
-            let now = Timestamp::now();
-            let new_account = caller(&state, &headers, now).is_some_and(|(_, new)| new);
-            let bits = BASE_DIFFICULTY + if new_account { NEW_ACCOUNT_BITS } else { 0 };
-            prove_work(&state, limits.as_ref(), &headers, bits, now).await?;
+        let command = PurchaseCommand {
+            sale_id: sale_id.clone(),
+            user: user.clone(),
+            quantity: body.quantity()?,
+            idempotency_key: key,
+        };
+        let result = state.backend.purchase(command, Timestamp::now()).await?;
+        let in_a_room = defenses.is_some_and(|defenses| defenses.room.is_some());
+        if let (true, Some(rooms)) = (in_a_room, &state.rooms) {
+            // The buyer is done: their place in the room goes to the next.
+            rooms.finish(&sale_id, &user).await?;
         }
+        let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+        Ok((status, Json(result.order.into())))
     }
-    let command = PurchaseCommand {
-        sale_id: sale_id.clone(),
-        user: user.clone(),
-        quantity: body.quantity()?,
-        idempotency_key: key,
-    };
-    let result = state.backend.purchase(command, Timestamp::now()).await?;
-    let in_a_room = defenses.is_some_and(|defenses| defenses.room.is_some());
-    if let (true, Some(rooms)) = (in_a_room, &state.rooms) {
-        // The buyer is done: their place in the room goes to the next.
-        rooms.finish(&sale_id, &user).await?;
-    }
-    let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(result.order.into())))
+    .await;
+    state.telemetry.purchase(match &answer {
+        Ok((StatusCode::CREATED, _)) => "held",
+        Ok(_) => "replayed",
+        Err(error) => error.code,
+    });
+    answer
 }
 
 #[derive(Serialize)]

@@ -250,9 +250,15 @@ async fn commit_until_done(journal: &Journal, store: &mut Store, pending: &mut V
     let mut backoff = Duration::from_millis(50);
     let first_failure = Instant::now();
     loop {
+        let started = Instant::now();
         match store.write(pending).await {
-            Ok(()) => break,
+            Ok(()) => {
+                metrics::histogram!(crate::telemetry::JOURNAL_SECONDS).record(started.elapsed().as_secs_f64());
+                metrics::histogram!(crate::telemetry::JOURNAL_BATCH).record(pending.len() as f64);
+                break;
+            }
             Err(error) => {
+                metrics::counter!(crate::telemetry::JOURNAL_FAILURES).increment(1);
                 journal.healthy.store(false, Ordering::Relaxed);
                 tracing::error!(%error, records = pending.len(), "journal commit failed, retrying");
                 if journal.is_closing() && first_failure.elapsed() >= GIVE_UP_WHEN_CLOSING {

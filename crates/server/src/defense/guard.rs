@@ -44,6 +44,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     let (mut parts, body) = request.into_parts();
     let now = Timestamp::now();
     if let Err(refusal) = check(&state, &*limits, &mut parts, now).await {
+        state.telemetry.refused(refusal.code);
         return refusal.into_response();
     }
     next.run(Request::from_parts(parts, body)).await

@@ -31,6 +31,7 @@ pub async fn shed(State(state): State<AppState>, request: Request, next: Next) -
         Err(_) => match tokio::time::timeout(shedder.max_wait, shedder.in_flight.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) | Err(_) => {
+                state.telemetry.refused("overloaded");
                 return ApiError::overloaded("the server is at capacity, retry shortly").into_response();
             }
         },

@@ -82,6 +82,7 @@ pub struct Hub {
     /// Holds created for followed users, by the time their "expiring" warning is due.
     warnings: Mutex<BTreeMap<Timestamp, Vec<(UserId, String)>>>,
     slots: Arc<Semaphore>,
+    max_streams: usize,
     next_event: AtomicU64,
     heartbeat: watch::Sender<()>,
     closing: watch::Sender<bool>,
@@ -94,6 +95,7 @@ impl Hub {
             people: Mutex::default(),
             warnings: Mutex::default(),
             slots: Arc::new(Semaphore::new(max_streams.max(1))),
+            max_streams: max_streams.max(1),
             next_event: AtomicU64::new(1),
             heartbeat: watch::channel(()).0,
             closing: watch::channel(false).0,
@@ -103,6 +105,11 @@ impl Hub {
     /// A place for one more open stream, or 503 when the process holds as many as it may.
     pub fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.slots.clone().try_acquire_owned().map_err(|_| ApiError::overloaded("too many open streams, retry shortly"))
+    }
+
+    /// Streams open now (each holds a slot).
+    pub fn open_streams(&self) -> usize {
+        self.max_streams.saturating_sub(self.slots.available_permits())
     }
 
     /// Follows `topic` from `current`, the state just read (newer than or equal to what the

@@ -1,0 +1,86 @@
+//! Operations endpoints: `GET /metrics`, the dashboard page and its event stream.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::bearer_in;
+use crate::error::ApiError;
+use crate::AppState;
+
+const PAGE: &str = include_str!("pages/dashboard.html");
+
+/// `GET /metrics`: the Prometheus text format. Open like `/healthz` (a scraper needs no token);
+/// it names sales and auctions by id and nothing about users.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut text = state
+        .telemetry
+        .render()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "metrics are off on this server"))?;
+    state.board.render_metrics(&mut text);
+    crate::queue::render_metrics(&state, &mut text).await;
+    text.push_str("# HELP stampede_stream_subscribers Open live streams (SSE and WebSocket) on this process.\n");
+    text.push_str("# TYPE stampede_stream_subscribers gauge\n");
+    text.push_str(&format!("stampede_stream_subscribers {}\n", state.hub.open_streams()));
+    let mut response = text.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(response)
+}
+
+/// `GET /dashboard`: the page itself holds no data, so it needs no token; it asks for the admin
+/// token once and keeps it in the tab's session storage for its stream.
+pub async fn page() -> Response {
+    let mut response = Html(PAGE).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `GET /v1/admin/dashboard/events` (admin; the token may come as `?access_token=` since a
+/// browser `EventSource` cannot set headers): a `state` event with everything the board holds,
+/// then a `tick` event every board tick.
+pub async fn events(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    let from_query = || uri.query()?.split('&').find_map(|pair| pair.strip_prefix("access_token="));
+    let token = bearer_in(&headers).or_else(from_query).ok_or_else(ApiError::unauthorized)?;
+    if !state.auth.is_admin(token) {
+        return Err(if state.auth.verify(token).is_some() { ApiError::forbidden() } else { ApiError::unauthorized() });
+    }
+    let slot = state.hub.slot()?;
+    let (first, frames) = state.board.follow();
+    let closing = state.hub.closing();
+    let first = Some(event("state", &first));
+    let body = stream::unfold((first, frames, closing, slot), |(first, mut frames, mut closing, slot)| async move {
+        if let Some(first) = first {
+            return Some((Ok::<_, Infallible>(first), (None, frames, closing, slot)));
+        }
+        loop {
+            let next = tokio::select! {
+                frame = frames.recv() => frame,
+                _ = closing.wait_for(|closing| *closing) => return None,
+            };
+            match next {
+                Ok(frame) => return Some((Ok(event("tick", &frame)), (None, frames, closing, slot))),
+                // A slow page skips ticks; the next one carries the whole ledger again.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+fn event(name: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
