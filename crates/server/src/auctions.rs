@@ -163,6 +163,7 @@ pub async fn create(
     let now = Timestamp::now();
     let auction = body.into_new(now)?;
     let view = state.backend.create_auction(auction, now).await?;
+    state.board.note(crate::board::Noted::Auction(view.id.as_str().into()));
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 

@@ -41,6 +41,13 @@ const FORGET_AFTER: i64 = 10 * 60 * 1000;
 pub struct Board {
     state: Mutex<BoardState>,
     frames: Frames,
+    /// Sales and auctions made here since the last tick: creation is not a change on the feed.
+    noted: Mutex<Vec<Noted>>,
+}
+
+pub enum Noted {
+    Sale(Arc<str>),
+    Auction(Arc<str>),
 }
 
 struct Frames(broadcast::Sender<Arc<str>>);
@@ -123,6 +130,11 @@ impl Board {
         }
     }
 
+    /// A sale or auction made by this server: on the board from the next tick.
+    pub(crate) fn note(&self, noted: Noted) {
+        lock(&self.noted).push(noted);
+    }
+
     fn publish(&self, frame: String) {
         let _ = self.frames.0.send(Arc::from(frame));
     }
@@ -198,8 +210,14 @@ impl Pending {
     }
 }
 
-async fn tick(state: &AppState, pending: Pending, second: Option<crate::telemetry::Second>) {
+async fn tick(state: &AppState, mut pending: Pending, second: Option<crate::telemetry::Second>) {
     let now = Timestamp::now();
+    for noted in std::mem::take(&mut *lock(&state.board.noted)) {
+        match noted {
+            Noted::Sale(id) => pending.sales.insert(id),
+            Noted::Auction(id) => pending.auctions.insert(id),
+        };
+    }
     let mut sales = Vec::with_capacity(pending.sales.len());
     for sale_id in &pending.sales {
         if let Ok(view) = state.backend.sale(sale_id, now).await {

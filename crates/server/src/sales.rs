@@ -8,6 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use stampede_core::{Quantity, RoomMode, RoomSettings, Timestamp};
 use stampede_engine::{EngineError, NewSale, PurchaseCommand, SaleView};
+use std::sync::Arc;
 
 use crate::auth::{Admin, User};
 use crate::defense::guard::{caller, prove_work, WorkProven, NEW_ACCOUNT_BITS};
@@ -203,6 +204,7 @@ pub async fn create(
         return Err(ApiError::invalid("waiting_room: waiting rooms are not available in scale-out mode yet"));
     }
     let view = state.backend.create_sale(sale, Timestamp::now()).await?;
+    state.board.note(crate::board::Noted::Sale(Arc::from(view.id.as_str())));
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 

@@ -84,6 +84,10 @@ impl Api {
         &self.secret
     }
 
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
