@@ -56,6 +56,10 @@ fn table(text: &str) -> Vec<Vec<String>> {
         .collect();
     let mut rows = Vec::new();
     for line in &lines {
+        for &start in &starts[1..] {
+            let aligned = line.len() <= start || line.as_bytes()[start - 1] == b' ';
+            assert!(aligned, "a cell does not start under its header:\n{text}");
+        }
         let cells: Vec<String> = starts
             .iter()
             .enumerate()
