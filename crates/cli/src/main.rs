@@ -1,5 +1,6 @@
 //! The `stampede` binary: the server and the tools around it.
 
+mod admin;
 mod bench;
 mod config;
 mod reconcile;
@@ -30,6 +31,8 @@ enum Command {
     /// Scale-out mode: compare Redis counters with Postgres orders for every sale; exits 1 on a
     /// mismatch.
     Reconcile(reconcile::ReconcileArgs),
+    #[command(flatten)]
+    Admin(admin::Command),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         }
+        Command::Admin(command) => std::process::exit(admin::run(command)),
         // One thread: the load generator shares the machine with the server it measures.
         Command::Bench(args) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args))

@@ -34,15 +34,26 @@ pub(crate) fn unavailable(error: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(error.to_string())
 }
 
+/// Views with their creation times, newest first; equal times by id, so the order is stable.
+pub(crate) fn newest_first<T>(mut listed: Vec<(Timestamp, T)>, id: impl Fn(&T) -> &str) -> Vec<T> {
+    listed.sort_by(|(a_created, a), (b_created, b)| b_created.cmp(a_created).then_with(|| id(a).cmp(id(b))));
+    listed.into_iter().map(|(_, view)| view).collect()
+}
+
 /// One backend: hot state plus its durable store. Every method that changes state returns only
 /// after the change is durable.
 #[async_trait]
 pub trait Backend: Send + Sync {
     async fn create_sale(&self, sale: NewSale, now: Timestamp) -> Result<SaleView, EngineError>;
     async fn sale(&self, sale_id: &str, now: Timestamp) -> Result<SaleView, EngineError>;
+    /// Every sale made by `create_sale`, newest first (equal creation times by id). The sale an
+    /// auction's lot becomes is not listed: it is reached through its auction.
+    async fn list_sales(&self, now: Timestamp) -> Result<Vec<SaleView>, EngineError>;
     async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError>;
     /// The caller's order; another user's order is `OrderNotFound`.
     async fn order(&self, order_id: &str, user: &UserId) -> Result<OrderView, EngineError>;
+    /// Any order, whoever placed it: for operators, never for users.
+    async fn any_order(&self, order_id: &str) -> Result<OrderView, EngineError>;
     /// The caller's orders, newest first.
     async fn orders_of(&self, user: &UserId) -> Result<Vec<OrderView>, EngineError>;
     async fn pay(
@@ -65,6 +76,8 @@ pub trait Backend: Send + Sync {
     async fn expire_due(&self, now: Timestamp) -> Result<usize, EngineError>;
     async fn create_auction(&self, auction: NewAuction, now: Timestamp) -> Result<AuctionView, EngineError>;
     async fn auction(&self, auction_id: &str, now: Timestamp) -> Result<AuctionView, EngineError>;
+    /// Every auction, newest first (equal creation times by id).
+    async fn list_auctions(&self, now: Timestamp) -> Result<Vec<AuctionView>, EngineError>;
     /// One bid, resolved against the others (proxy bidding) and durable on return.
     async fn bid(&self, command: BidCommand, now: Timestamp) -> Result<BidResult, EngineError>;
     /// Ends the auction at once with `user` as the winner, while buy-now is offered.

@@ -15,6 +15,7 @@ mod expiry;
 mod herd;
 mod idempotency;
 mod ledger;
+mod listing;
 mod orders;
 mod purchase;
 mod sales;
@@ -52,6 +53,9 @@ pub use self::idempotency::{
     concurrent_replays_make_one_order, idempotency_keys_are_per_user, replay_after_restart_returns_the_same_order,
 };
 pub use self::ledger::ledger_tracks_a_mix_of_operations;
+pub use self::listing::{
+    auctions_are_listed_newest_first_and_lots_are_not_sales, operators_find_any_order, sales_are_listed_newest_first,
+};
 pub use self::orders::{
     cancel_returns_units, malformed_order_ids_are_not_found, orders_of_lists_own_orders_newest_first,
     other_users_orders_are_not_found, paid_orders_cannot_be_cancelled, pay_is_idempotent,
@@ -143,6 +147,9 @@ macro_rules! backend_conformance {
             racing_bidders_leave_a_consistent_auction,
             restart_keeps_auctions_and_wins,
             changes_announce_sales_orders_and_auctions,
+            sales_are_listed_newest_first,
+            auctions_are_listed_newest_first_and_lots_are_not_sales,
+            operators_find_any_order,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -9,13 +9,20 @@ const AUCTION_PREFIX: &str = "a_";
 /// The sale an auction's lot becomes when it is won: `s_a<auction suffix>`, one letter longer
 /// than any generated sale id, so it never meets one.
 const LOT_SALE_PREFIX: &str = "s_a";
+/// Random characters in a generated sale or auction id.
+const ID_TOKEN_LEN: usize = 16;
 
 pub fn new_sale_id() -> String {
-    format!("{SALE_PREFIX}{}", random_token(16))
+    format!("{SALE_PREFIX}{}", random_token(ID_TOKEN_LEN))
 }
 
 pub fn new_auction_id() -> String {
-    format!("{AUCTION_PREFIX}{}", random_token(16))
+    format!("{AUCTION_PREFIX}{}", random_token(ID_TOKEN_LEN))
+}
+
+/// Whether `sale_id` is the sale of an auction's lot rather than one made by `create_sale`.
+pub fn is_lot_sale_id(sale_id: &str) -> bool {
+    sale_id.starts_with(LOT_SALE_PREFIX) && sale_id.len() == LOT_SALE_PREFIX.len() + ID_TOKEN_LEN
 }
 
 /// Whether `id` has the shape of an auction id this engine hands out.
@@ -83,6 +90,14 @@ mod tests {
         assert!(is_sale_id(&new_sale_id()));
         for bad in ["", "s_", "x_abc", "s_a}b", "s_{x}", "s_🦀"] {
             assert!(!is_sale_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lot_sales_are_told_from_created_sales() {
+        assert!(is_lot_sale_id(&lot_sale_id(&new_auction_id())));
+        for _ in 0..100 {
+            assert!(!is_lot_sale_id(&new_sale_id()));
         }
     }
 

@@ -7,6 +7,7 @@ mod dashboard;
 pub mod defense;
 pub mod error;
 pub mod extract;
+mod listing;
 mod ops;
 mod orders;
 mod queue;
@@ -177,7 +178,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/auctions/{id}/buy-now", post(auctions::buy_now))
         .route_layer(middleware::from_fn_with_state(state.clone(), defense::guard::guard));
     let api = Router::new()
-        .route("/v1/sales", post(sales::create))
+        .route("/v1/sales", post(sales::create).get(listing::sales))
         .route("/v1/sales/{id}", get(sales::get))
         .route("/v1/sales/{id}/queue", get(queue::summary))
         .route("/v1/sales/{id}/queue/{ticket}", get(queue::standing))
@@ -186,7 +187,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sales/{id}/events/ws", get(streams::sale_ws))
         .route("/v1/orders", get(orders::list))
         .route("/v1/orders/{id}", get(orders::get))
-        .route("/v1/auctions", post(auctions::create))
+        .route("/v1/auctions", post(auctions::create).get(listing::auctions))
         .route("/v1/auctions/{id}", get(auctions::get))
         .route("/v1/auctions/{id}/events", get(streams::auction_sse))
         .route("/v1/auctions/{id}/events/ws", get(streams::auction_ws))
@@ -195,6 +196,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/challenge", get(defense::endpoints::challenge))
         .route("/rooms/{id}", get(queue::page))
         .route("/v1/admin/sales/{id}/ledger", get(ops::ledger))
+        .route("/v1/admin/orders/{id}", get(listing::order))
         .route("/v1/admin/bans", get(defense::endpoints::list).post(defense::endpoints::ban))
         .route("/v1/admin/bans/{subject}", axum::routing::delete(defense::endpoints::lift))
         .route("/readyz", get(ops::readyz))

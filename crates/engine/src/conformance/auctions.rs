@@ -17,7 +17,7 @@ use crate::changes::Change;
 const START: i64 = 1_000;
 const PAYMENT_SECONDS: u32 = 3_600;
 
-fn auction_spec() -> NewAuction {
+pub(super) fn auction_spec() -> NewAuction {
     NewAuction {
         title: "conformance lot".to_owned(),
         seller_id: "seller".to_owned(),
@@ -48,7 +48,7 @@ fn bid_command(auction_id: &str, who: &UserId, max: i64, key: Option<&str>) -> B
 }
 
 /// A bid that must be accepted.
-async fn bid(backend: &dyn Backend, auction_id: &str, who: &UserId, max: i64, now: Timestamp) -> BidResult {
+pub(super) async fn bid(backend: &dyn Backend, auction_id: &str, who: &UserId, max: i64, now: Timestamp) -> BidResult {
     let result = backend.bid(bid_command(auction_id, who, max, None), now).await;
     let result = result.unwrap_or_else(|error| panic!("bid of {max} by {who} failed: {error:?}"));
     assert!(result.created, "a bid without a key is a new bid");

@@ -12,7 +12,7 @@ use stampede_core::{
 use super::journal::{Lsn, Record};
 use super::store::StoredAuction;
 use super::{Embedded, OrderMeta, SaleShard, SaleSlot};
-use crate::backend::{unavailable, AuctionView, BidCommand, BidResult, EngineError, NewAuction};
+use crate::backend::{newest_first, unavailable, AuctionView, BidCommand, BidResult, EngineError, NewAuction};
 use crate::changes::Change;
 use crate::{ids, lock};
 
@@ -87,6 +87,19 @@ impl Embedded {
         };
         self.journal.wait_durable(lsn).await?;
         Ok(view)
+    }
+
+    /// Every auction as of its latest durable change, newest first.
+    pub(super) async fn list_auctions_now(&self, now: Timestamp) -> Result<Vec<AuctionView>, EngineError> {
+        let mut listed = Vec::new();
+        let mut newest_change = 0;
+        for slot in self.all_auctions() {
+            let shard = lock(&slot.state);
+            newest_change = newest_change.max(shard.lsn);
+            listed.push((shard.auction.config().created_at, AuctionView::of(&slot.id, &shard.auction, now)));
+        }
+        self.journal.wait_durable(newest_change).await?;
+        Ok(newest_first(listed, |auction| &auction.id))
     }
 
     pub(super) async fn bid_now(&self, command: BidCommand, now: Timestamp) -> Result<BidResult, EngineError> {

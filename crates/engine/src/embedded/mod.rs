@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 
 use self::journal::{Journal, Lsn, Record};
 use crate::backend::{
-    unavailable, AuctionView, Backend, BidCommand, BidResult, EngineError, Ledger, LedgerCounts, NewAuction, NewSale,
-    NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView, UserRecord,
+    newest_first, unavailable, AuctionView, Backend, BidCommand, BidResult, EngineError, Ledger, LedgerCounts,
+    NewAuction, NewSale, NewUser, OrderView, PurchaseCommand, PurchaseResult, SaleView, UserRecord,
 };
 use crate::changes::{self, Change};
 use crate::{ids, lock};
@@ -222,6 +222,18 @@ impl Backend for Embedded {
         Ok(SaleView::of(&slot.id, &shard.sale, now))
     }
 
+    async fn list_sales(&self, now: Timestamp) -> Result<Vec<SaleView>, EngineError> {
+        let mut listed = Vec::new();
+        for slot in self.all_slots() {
+            if ids::is_lot_sale_id(&slot.id) {
+                continue;
+            }
+            let shard = lock(&slot.state);
+            listed.push((shard.sale.config().created_at, SaleView::of(&slot.id, &shard.sale, now)));
+        }
+        Ok(newest_first(listed, |sale| &sale.id))
+    }
+
     async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError> {
         let slot = self.slot(&command.sale_id).ok_or(EngineError::SaleNotFound)?;
         let (outcome, _) = self.step(&slot, |sale, touched| {
@@ -235,9 +247,13 @@ impl Backend for Embedded {
         Ok(PurchaseResult { order, created })
     }
 
-    async fn order(&self, order_id: &str, user: &UserId) -> Result<OrderView, EngineError> {
+    async fn any_order(&self, order_id: &str) -> Result<OrderView, EngineError> {
         let (slot, seq) = self.order_slot(order_id)?;
-        let view = self.durable_view(&slot, seq).await?;
+        self.durable_view(&slot, seq).await
+    }
+
+    async fn order(&self, order_id: &str, user: &UserId) -> Result<OrderView, EngineError> {
+        let view = self.any_order(order_id).await?;
         if view.user_id != user.as_str() {
             return Err(SaleError::OrderNotFound.into());
         }
@@ -309,6 +325,10 @@ impl Backend for Embedded {
 
     async fn auction(&self, auction_id: &str, now: Timestamp) -> Result<AuctionView, EngineError> {
         self.auction_now(auction_id, now).await
+    }
+
+    async fn list_auctions(&self, now: Timestamp) -> Result<Vec<AuctionView>, EngineError> {
+        self.list_auctions_now(now).await
     }
 
     async fn bid(&self, command: BidCommand, now: Timestamp) -> Result<BidResult, EngineError> {

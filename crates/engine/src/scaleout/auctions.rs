@@ -16,7 +16,7 @@ use stampede_core::{Auction, AuctionError, AuctionStatus, BidStatus, EndReason, 
 
 use super::records::{AuctionConfigRecord, BidRecord};
 use super::ScaleOut;
-use crate::backend::{unavailable, AuctionView, BidCommand, BidResult, EngineError, NewAuction};
+use crate::backend::{newest_first, unavailable, AuctionView, BidCommand, BidResult, EngineError, NewAuction};
 use crate::ids;
 
 /// What a view needs from the auction hash, in this order (see `lua/auction.lua`).
@@ -67,10 +67,31 @@ pub(super) async fn create(so: &ScaleOut, new: NewAuction, now: Timestamp) -> Re
 
 pub(super) async fn get(so: &ScaleOut, auction_id: &str, now: Timestamp) -> Result<AuctionView, EngineError> {
     check_id(auction_id)?;
+    Ok(state(so, auction_id).await?.view(auction_id, now))
+}
+
+/// Every auction, newest first. One listed but not yet created (the list is written first) is
+/// left out.
+pub(super) async fn list(so: &ScaleOut, now: Timestamp) -> Result<Vec<AuctionView>, EngineError> {
+    let mut auction_ids: Vec<String> = so.conn().smembers(so.keys.auctions()).await.map_err(unavailable)?;
+    auction_ids.retain(|auction_id| ids::is_auction_id(auction_id));
+    let found = join_all(auction_ids.iter().map(|auction_id| state(so, auction_id))).await;
+    let mut listed = Vec::with_capacity(found.len());
+    for (auction_id, state) in auction_ids.iter().zip(found) {
+        match state {
+            Ok(state) => listed.push((Timestamp(state.cfg.created), state.view(auction_id, now))),
+            Err(EngineError::AuctionNotFound) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(newest_first(listed, |auction| &auction.id))
+}
+
+async fn state(so: &ScaleOut, auction_id: &str) -> Result<State, EngineError> {
     let key = so.keys.auction_hash(auction_id);
     let values: Vec<Option<String>> =
         redis::cmd("HMGET").arg(&key).arg(&STATE_FIELDS).query_async(&mut so.conn()).await.map_err(unavailable)?;
-    Ok(State::parse(values)?.view(auction_id, now))
+    State::parse(values)
 }
 
 pub(super) async fn bid(so: &ScaleOut, command: BidCommand, now: Timestamp) -> Result<BidResult, EngineError> {

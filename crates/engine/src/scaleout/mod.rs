@@ -14,6 +14,7 @@ mod buckets;
 pub(crate) mod conn;
 mod feed;
 mod keys;
+mod listing;
 mod reconcile;
 mod records;
 mod scripts;
@@ -314,6 +315,10 @@ impl Backend for ScaleOut {
         })
     }
 
+    async fn list_sales(&self, now: Timestamp) -> Result<Vec<SaleView>, EngineError> {
+        self.list_sales_now(now).await
+    }
+
     async fn purchase(&self, command: PurchaseCommand, now: Timestamp) -> Result<PurchaseResult, EngineError> {
         self.check_open()?;
         let sale = self.config(&command.sale_id).await?;
@@ -347,12 +352,16 @@ impl Backend for ScaleOut {
         }
     }
 
-    async fn order(&self, order_id: &str, user: &UserId) -> Result<OrderView, EngineError> {
+    async fn any_order(&self, order_id: &str) -> Result<OrderView, EngineError> {
         self.check_open()?;
         let (bucket_id, seq) = self.locate_order(order_id).await?;
         let key = self.keys.sale_key(&bucket_id, keys::ORDERS);
         let json: Option<String> = self.conn().hget(&key, seq).await.map_err(unavailable)?;
-        let order = order_view(keys::sale_of_bucket(&bucket_id), &json.ok_or(SaleError::OrderNotFound)?)?;
+        order_view(keys::sale_of_bucket(&bucket_id), &json.ok_or(SaleError::OrderNotFound)?)
+    }
+
+    async fn order(&self, order_id: &str, user: &UserId) -> Result<OrderView, EngineError> {
+        let order = self.any_order(order_id).await?;
         if order.user_id != user.as_str() {
             return Err(SaleError::OrderNotFound.into());
         }
@@ -479,6 +488,11 @@ impl Backend for ScaleOut {
     async fn auction(&self, auction_id: &str, now: Timestamp) -> Result<AuctionView, EngineError> {
         self.check_open()?;
         auctions::get(self, auction_id, now).await
+    }
+
+    async fn list_auctions(&self, now: Timestamp) -> Result<Vec<AuctionView>, EngineError> {
+        self.check_open()?;
+        auctions::list(self, now).await
     }
 
     async fn bid(&self, command: BidCommand, now: Timestamp) -> Result<BidResult, EngineError> {
