@@ -6,6 +6,7 @@
 //! one waiting room with distinct users and reports the join latency and memory per queued user.
 
 mod bids;
+mod freshness;
 mod overload;
 mod pow;
 mod queue;
@@ -91,6 +92,8 @@ enum Scenario {
     Pow,
     /// One waiting room joined once by each of --users users, then standing polls.
     Queue,
+    /// Purchases at the peak while a probe times how far the dashboard's stream is behind.
+    Freshness,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -114,6 +117,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Pow => pow::run(&target, phase.duration).await,
         Scenario::Queue => queue::run(&target, &phase, args.users, &args.queue, args.server_pid).await,
+        Scenario::Freshness => freshness::run(&target, &phase, &purchase_scenario(&args)).await,
     }
 }
 

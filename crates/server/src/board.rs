@@ -7,8 +7,9 @@
 //! request figures from the telemetry into a five-minute history. Every tick it publishes one
 //! pre-encoded JSON frame for the dashboard streams.
 //!
-//! Sales and auctions are known from their first change after the server started, and
-//! forgotten `FORGET_AFTER` after they ended (sold-out sales stay: held units may come back).
+//! Every `LIST_EVERY_TICKS` (and at start) the board also lists all sales and auctions, so it
+//! shows those made before it started or on other replicas, and forgets them `FORGET_AFTER`
+//! after they ended (sold-out sales stay: held units may come back).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
-use stampede_core::{AuctionStatus, SaleStatus, Timestamp, UserId};
+use stampede_core::{AuctionStatus, Timestamp, UserId};
 use stampede_engine::{AuctionView, Change, SaleView};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
@@ -36,6 +37,8 @@ const LOG_PER_TICK: usize = 50;
 /// Log lines kept for a dashboard that connects.
 const LOG_KEPT: usize = 200;
 const FORGET_AFTER: i64 = 10 * 60 * 1000;
+/// Ticks between full listings (5 s).
+const LIST_EVERY_TICKS: u32 = 20;
 
 #[derive(Default)]
 pub struct Board {
@@ -165,7 +168,8 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                 if ticks.is_multiple_of(TICKS_PER_SECOND * 10) {
                     state.telemetry.upkeep();
                 }
-                tick(&state, std::mem::take(&mut pending), second).await;
+                let list = ticks % LIST_EVERY_TICKS == 1;
+                tick(&state, std::mem::take(&mut pending), second, list).await;
             }
             _ = stop.changed() => break,
         }
@@ -210,8 +214,15 @@ impl Pending {
     }
 }
 
-async fn tick(state: &AppState, mut pending: Pending, second: Option<crate::telemetry::Second>) {
+async fn tick(state: &AppState, mut pending: Pending, second: Option<crate::telemetry::Second>, list: bool) {
     let now = Timestamp::now();
+    let (mut listed_sales, mut listed_auctions) = (Vec::new(), Vec::new());
+    if list {
+        listed_sales = state.backend.list_sales(now).await.unwrap_or_default();
+        listed_sales.retain(|sale| !sale.ends_at.is_some_and(|ends_at| over(ends_at, now)));
+        listed_auctions = state.backend.list_auctions(now).await.unwrap_or_default();
+        listed_auctions.retain(|auction| auction.status != AuctionStatus::Ended || !over(auction.ends_at, now));
+    }
     for noted in std::mem::take(&mut *lock(&state.board.noted)) {
         match noted {
             Noted::Sale(id) => pending.sales.insert(id),
@@ -263,13 +274,19 @@ async fn tick(state: &AppState, mut pending: Pending, second: Option<crate::tele
 
     let frame = {
         let mut board = lock(&state.board.state);
+        for view in listed_sales {
+            board.sales.insert(Arc::from(view.id.as_str()), view);
+        }
+        for view in listed_auctions {
+            board.auctions.insert(Arc::from(view.id.as_str()), view);
+        }
         for (id, view) in sales {
             board.sales.insert(id, view);
         }
         for (id, view) in auctions {
             board.auctions.insert(id, view);
         }
-        board.sales.retain(|_, sale| sale.status != SaleStatus::Ended || !over_for_long(sale.ends_at, now));
+        board.sales.retain(|_, sale| !sale.ends_at.is_some_and(|ends_at| over(ends_at, now)));
         board.auctions.retain(|_, auction| auction.status != AuctionStatus::Ended || !over(auction.ends_at, now));
         let point = second.map(|second| Point { t: now.0, second });
         if let Some(point) = point {
@@ -297,10 +314,6 @@ async fn tick(state: &AppState, mut pending: Pending, second: Option<crate::tele
 
 fn over(ended_at: Timestamp, now: Timestamp) -> bool {
     now.0 - ended_at.0 > FORGET_AFTER
-}
-
-fn over_for_long(ends_at: Option<Timestamp>, now: Timestamp) -> bool {
-    ends_at.is_none_or(|ends_at| over(ends_at, now))
 }
 
 fn money(cents: i64) -> String {
