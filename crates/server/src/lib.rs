@@ -3,8 +3,10 @@
 mod auctions;
 pub mod auth;
 pub mod defense;
+mod docs;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 mod ops;
 mod orders;
 mod queue;
@@ -187,6 +189,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/bans", get(defense::endpoints::list).post(defense::endpoints::ban))
         .route("/v1/admin/bans/{subject}", axum::routing::delete(defense::endpoints::lift))
         .route("/readyz", get(ops::readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(docs::page))
+        .route("/docs/{file}", get(docs::asset))
         .merge(guarded_routes)
         .route_layer(middleware::from_fn_with_state(state.clone(), defense::shedding::shed));
     let routes = Router::new().route("/healthz", get(ops::healthz)).merge(api);
