@@ -53,7 +53,7 @@ pub async fn page() -> Response {
 #[utoipa::path(
     get, path = "/docs/{file}", tag = "operations", operation_id = "docs_file",
     params(
-        ("file" = DocsFile, Path, description = "A file of the page"),
+        ("file" = inline(DocsFile), Path, description = "A file of the page"),
         ("If-None-Match" = Option<String>, Header, description = "The ETag of a cached copy"),
     ),
     responses(

@@ -29,6 +29,18 @@ use crate::extract::PathId;
 use crate::orders::OrderBody;
 use crate::AppState;
 
+/// One Server-Sent Event as a client reads it (WebSocket messages carry the `data` alone).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// Names the state (a snapshot) or the event: resuming with `Last-Event-ID` skips a state seen.
+    id: String,
+    /// `sale`, `auction`, `orders`, `hold`, `outbid`, `won`, `queue_position`, `admitted`, ...
+    event: String,
+    /// The JSON of the state or event.
+    data: String,
+}
+
 #[utoipa::path(
     get, path = "/v1/sales/{id}/events", tag = "streams", operation_id = "sale_events",
     params(
@@ -36,7 +48,7 @@ use crate::AppState;
         ("Last-Event-ID" = Option<String>, Header, description = "The last event seen: the current state is skipped when it is that one"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `snapshot` events with the sale as JSON, coalesced; `: heartbeat` comments", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: `sale` events with the sale as JSON, coalesced; `: heartbeat` comments", content_type = "text/event-stream", body = StreamEvent),
         (status = 404, description = "`not_found`: no such sale", body = ErrorBody),
     ),
 )]
@@ -66,7 +78,7 @@ pub async fn sale_ws(state: State<AppState>, id: PathId, upgrade: Upgrade) -> Re
         ("Last-Event-ID" = Option<String>, Header, description = "The last event seen: the current state is skipped when it is that one"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `snapshot` events with the auction as JSON, coalesced; `: heartbeat` comments", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: `auction` events with the auction as JSON, coalesced; `: heartbeat` comments", content_type = "text/event-stream", body = StreamEvent),
         (status = 404, description = "`not_found`: no such auction", body = ErrorBody),
     ),
 )]
@@ -92,7 +104,7 @@ pub async fn auction_ws(state: State<AppState>, id: PathId, upgrade: Upgrade) ->
 #[utoipa::path(
     get, path = "/v1/me/events", tag = "streams", operation_id = "my_events",
     responses(
-        (status = 200, description = "Server-Sent Events: first the caller's orders, then holds, outbids, wins, queue positions and admissions", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: first the caller's orders, then holds, outbids, wins, queue positions and admissions", content_type = "text/event-stream", body = StreamEvent),
         (status = 401, response = crate::openapi::Unauthorized),
     ),
     security(("user" = []), ("user_query" = [])),
