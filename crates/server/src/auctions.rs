@@ -21,7 +21,8 @@ const MAX_EXTENSIONS: u32 = 10_000;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateAuction {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters (surrounding spaces are trimmed).
+    #[schema(min_length = 1, max_length = 200)]
     title: String,
     /// The marketplace seller, who may not bid; `house` if absent.
     seller_id: Option<String>,

@@ -24,7 +24,8 @@ const MAX_STOCK_BUCKETS: u32 = stampede_engine::scaleout::MAX_STOCK_BUCKETS;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateSale {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters (surrounding spaces are trimmed).
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     stock: u32,
     #[schema(minimum = 0)]

@@ -23,8 +23,9 @@ const HASH_WAIT: Duration = Duration::from_secs(3);
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// 3 to 64 characters of `A-Z a-z 0-9 _ . -`.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,64}$")]
     username: String,
-    /// 8 to 256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
 }
 
