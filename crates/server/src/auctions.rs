@@ -6,9 +6,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use stampede_core::{Ladder, Timestamp};
 use stampede_engine::{AuctionView, BidCommand, NewAuction};
+use utoipa::ToSchema;
 
 use crate::auth::{Admin, User};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{IdempotencyHeader, JsonBody, PathId};
 use crate::sales::parse_time;
 use crate::AppState;
@@ -18,20 +19,37 @@ const MAX_CENTS: i64 = 1_000_000_000_000;
 const MAX_WINDOW_SECONDS: u32 = 7 * 24 * 3600;
 const MAX_EXTENSIONS: u32 = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateAuction {
+    /// 1 to 200 characters (surrounding spaces are trimmed).
+    #[schema(min_length = 1, max_length = 200)]
     title: String,
+    /// The marketplace seller, who may not bid; `house` if absent.
     seller_id: Option<String>,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     starting_price_cents: i64,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     reserve_price_cents: Option<i64>,
+    /// At least the starting and reserve prices.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     buy_now_price_cents: Option<i64>,
+    /// RFC 3339; now if absent.
     starts_at: Option<String>,
+    /// RFC 3339, in the future and after `starts_at`.
     ends_at: String,
+    /// A bid this close to the end extends it; 120 if absent.
+    #[schema(maximum = 604800)]
     soft_close_seconds: Option<u32>,
+    /// By how much; 120 if absent.
+    #[schema(minimum = 1, maximum = 604800)]
     extend_seconds: Option<u32>,
+    #[schema(maximum = 10000)]
     max_extensions: Option<u32>,
     /// `[[from_cents, increment_cents], ...]`; the standard ladder when absent.
+    #[schema(value_type = Option<Vec<Vec<i64>>>)]
     increments: Option<Vec<(i64, i64)>>,
+    /// How long the winner has to pay; a day if absent.
+    #[schema(minimum = 1, maximum = 604800)]
     payment_seconds: Option<u32>,
 }
 
@@ -102,11 +120,12 @@ impl CreateAuction {
 }
 
 /// What anyone sees of an auction: never the bidders' maxima, never the reserve amount.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AuctionBody {
     id: String,
     title: String,
     seller_id: String,
+    /// `scheduled`, `live` or `ended`.
     status: &'static str,
     starting_price_cents: i64,
     current_price_cents: i64,
@@ -155,6 +174,16 @@ impl From<AuctionView> for AuctionBody {
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/auctions", tag = "auctions", operation_id = "create_auction",
+    request_body = CreateAuction,
+    responses(
+        (status = 201, description = "The auction", body = AuctionBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     _admin: Admin,
@@ -167,23 +196,54 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 
+#[utoipa::path(
+    get, path = "/v1/auctions/{id}", tag = "auctions", operation_id = "get_auction",
+    params(("id" = String, Path, description = "Auction id")),
+    responses(
+        (status = 200, description = "The auction; bidders' maxima and the reserve stay hidden", body = AuctionBody),
+        (status = 404, description = "`not_found`: no such auction", body = ErrorBody),
+    ),
+)]
 pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> Result<Json<AuctionBody>, ApiError> {
     Ok(Json(state.backend.auction(&id, Timestamp::now()).await?.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PlaceBid {
+    /// The most the bidder will pay; proxy bidding pays just enough to lead.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     max_amount_cents: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BidBody {
     id: String,
+    /// `leading` or `outbid`.
     status: &'static str,
     current_price_cents: i64,
     leader_id: String,
 }
 
+#[utoipa::path(
+    post, path = "/v1/auctions/{id}/bids", tag = "auctions", operation_id = "bid",
+    params(
+        ("id" = String, Path, description = "Auction id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters: a repeat gives the same bid back"),
+        ("Stampede-Pow" = Option<String>, Header, description = "`<challenge>:<nonce>`, when proof of work is asked"),
+    ),
+    request_body = PlaceBid,
+    responses(
+        (status = 201, description = "The bid", body = BidBody),
+        (status = 200, description = "The bid an earlier request with the same `Idempotency-Key` made", body = BidBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, description = "`forbidden` (the seller bid on their own lot), `banned` (with `Retry-After`) or `proof_of_work_required`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a ban ends"))),
+        (status = 404, description = "`not_found`: no such auction", body = ErrorBody),
+        (status = 409, description = "`bid_too_low` (the message says the minimum), `auction_not_live` or `idempotency_key_reused`", body = ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+    ),
+    security(("user" = [])),
+)]
 pub async fn bid(
     State(state): State<AppState>,
     User(user): User,
@@ -213,6 +273,23 @@ pub async fn bid(
     Ok((status, Json(body)))
 }
 
+#[utoipa::path(
+    post, path = "/v1/auctions/{id}/buy-now", tag = "auctions", operation_id = "buy_now",
+    params(
+        ("id" = String, Path, description = "Auction id"),
+        ("Stampede-Pow" = Option<String>, Header, description = "`<challenge>:<nonce>`, when proof of work is asked"),
+    ),
+    responses(
+        (status = 200, description = "The auction, ended with the caller as winner", body = AuctionBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, description = "`forbidden` (the seller), `banned` (with `Retry-After`) or `proof_of_work_required`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a ban ends"))),
+        (status = 404, description = "`not_found`: no such auction", body = ErrorBody),
+        (status = 409, description = "`buy_now_unavailable` or `auction_not_live`", body = ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+    ),
+    security(("user" = [])),
+)]
 pub async fn buy_now(
     State(state): State<AppState>,
     User(user): User,

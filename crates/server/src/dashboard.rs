@@ -11,13 +11,20 @@ use futures_util::stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::bearer_in;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 
 const PAGE: &str = include_str!("pages/dashboard.html");
 
 /// `GET /metrics`: the Prometheus text format. Open like `/healthz` (a scraper needs no token);
 /// it names sales and auctions by id and nothing about users.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus text format (version 0.0.4)", content_type = "text/plain", body = String),
+        (status = 404, description = "`not_found`: metrics are off on this server", body = ErrorBody),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut text = state
         .telemetry
@@ -37,6 +44,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 
 /// `GET /dashboard`: the page itself holds no data, so it needs no token; it asks for the admin
 /// token once and keeps it in the tab's session storage for its stream.
+#[utoipa::path(
+    get, path = "/dashboard", tag = "operations", operation_id = "dashboard",
+    responses((status = 200, description = "The live dashboard page (self-contained HTML)", content_type = "text/html", body = String)),
+)]
 pub async fn page() -> Response {
     let mut response = Html(PAGE).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -46,6 +57,15 @@ pub async fn page() -> Response {
 /// `GET /v1/admin/dashboard/events` (admin; the token may come as `?access_token=` since a
 /// browser `EventSource` cannot set headers): a `state` event with everything the board holds,
 /// then a `tick` event every board tick.
+#[utoipa::path(
+    get, path = "/v1/admin/dashboard/events", tag = "operations", operation_id = "dashboard_events",
+    responses(
+        (status = 200, description = "Server-Sent Events: `state` (history, log, sales, auctions), then `tick` every 250 ms", content_type = "text/event-stream", body = crate::streams::StreamEvent),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+    ),
+    security(("admin" = []), ("user_query" = [])),
+)]
 pub async fn events(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     let from_query = || uri.query()?.split('&').find_map(|pair| pair.strip_prefix("access_token="));
     let token = bearer_in(&headers).or_else(from_query).ok_or_else(ApiError::unauthorized)?;

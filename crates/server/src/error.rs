@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use stampede_core::{AuctionError, RoomError, SaleError, ValidationError};
 use stampede_engine::EngineError;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -15,14 +16,17 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
     error: ErrorFields<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorFields<'a> {
+#[derive(Serialize, ToSchema)]
+pub struct ErrorFields<'a> {
+    /// Stable snake_case identifier, e.g. `sold_out`, `invalid_request`.
     code: &'a str,
+    /// Text for people; for `invalid_request` it names the field.
     message: &'a str,
 }
 

@@ -5,9 +5,11 @@ pub mod auth;
 mod board;
 mod dashboard;
 pub mod defense;
+mod docs;
 pub mod error;
 pub mod extract;
 mod listing;
+pub mod openapi;
 mod ops;
 mod orders;
 mod queue;
@@ -201,6 +203,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/bans/{subject}", axum::routing::delete(defense::endpoints::lift))
         .route("/readyz", get(ops::readyz))
         .route("/v1/admin/dashboard/events", get(dashboard::events))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(docs::page))
+        .route("/docs/{file}", get(docs::asset))
         .merge(guarded_routes)
         .route_layer(middleware::from_fn_with_state(state.clone(), defense::shedding::shed));
     // Never shed: a health check, and what an operator needs to see an overload.

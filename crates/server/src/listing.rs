@@ -5,10 +5,11 @@ use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use stampede_core::Timestamp;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auctions::AuctionBody;
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::PathId;
 use crate::orders::OrderBody;
 use crate::sales::SaleBody;
@@ -17,22 +18,35 @@ use crate::AppState;
 const SALE_STATUSES: [&str; 4] = ["scheduled", "live", "sold_out", "ended"];
 const AUCTION_STATUSES: [&str; 3] = ["scheduled", "live", "ended"];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
+    /// Only the items in this status (`scheduled`, `live`, `sold_out` or `ended`; auctions have
+    /// no `sold_out`).
     status: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SaleList {
     sales: Vec<SaleBody>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AuctionList {
     auctions: Vec<AuctionBody>,
 }
 
 /// `GET /v1/sales`: every sale, newest first.
+#[utoipa::path(
+    get, path = "/v1/sales", tag = "sales", operation_id = "list_sales",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Every sale, newest first (won auction lots are not listed)", body = SaleList),
+        (status = 400, description = "`invalid_request`: unknown status", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn sales(
     State(state): State<AppState>,
     _admin: Admin,
@@ -47,6 +61,17 @@ pub async fn sales(
 }
 
 /// `GET /v1/auctions`: every auction, newest first.
+#[utoipa::path(
+    get, path = "/v1/auctions", tag = "auctions", operation_id = "list_auctions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Every auction, newest first", body = AuctionList),
+        (status = 400, description = "`invalid_request`: unknown status", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn auctions(
     State(state): State<AppState>,
     _admin: Admin,
@@ -61,6 +86,17 @@ pub async fn auctions(
 }
 
 /// `GET /v1/admin/orders/{id}`: any order, whoever placed it.
+#[utoipa::path(
+    get, path = "/v1/admin/orders/{id}", tag = "orders", operation_id = "admin_order",
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+        (status = 404, description = "`not_found`: no such order", body = ErrorBody),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn order(
     State(state): State<AppState>,
     _admin: Admin,

@@ -4,26 +4,45 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Value};
 use stampede_engine::LedgerCounts;
+use utoipa::ToSchema;
 
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::PathId;
 use crate::AppState;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Serialize, ToSchema)]
+pub struct StatusBody {
+    /// `ok` (alive) or `ready` (backends reachable).
+    status: &'static str,
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    responses((status = 200, description = "The process is alive: `{\"status\": \"ok\"}`", body = StatusBody)),
+)]
+pub async fn healthz() -> Json<StatusBody> {
+    Json(StatusBody { status: "ok" })
+}
+
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations", operation_id = "readyz",
+    responses(
+        (status = 200, description = "The backends are reachable: `{\"status\": \"ready\"}`", body = StatusBody),
+        (status = 503, description = "`unavailable`: the durable store is not taking writes", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<StatusBody>, ApiError> {
     if state.backend.ready().await {
-        return Ok(Json(json!({"status": "ready"})));
+        return Ok(Json(StatusBody { status: "ready" }));
     }
     Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the durable store is not taking writes"))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LedgerCounts)]
 struct Counts {
     available: i64,
     held: i64,
@@ -36,7 +55,8 @@ impl From<LedgerCounts> for Counts {
     }
 }
 
-#[derive(Serialize)]
+/// A sale's totals by state, from the durable store.
+#[derive(Serialize, ToSchema)]
 pub struct LedgerBody {
     sale_id: String,
     stock: u32,
@@ -48,9 +68,21 @@ pub struct LedgerBody {
     orders: i64,
     store: Counts,
     live: Counts,
+    /// `available + held + sold == stock`, and the store agrees with the live counters.
     consistent: bool,
 }
 
+#[utoipa::path(
+    get, path = "/v1/admin/sales/{id}/ledger", tag = "operations", operation_id = "sale_ledger",
+    params(("id" = String, Path, description = "Sale id")),
+    responses(
+        (status = 200, description = "The ledger", body = LedgerBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+        (status = 404, description = "`not_found`: no such sale", body = ErrorBody),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn ledger(
     State(state): State<AppState>,
     _admin: Admin,

@@ -5,18 +5,20 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use stampede_core::Timestamp;
 use stampede_engine::OrderView;
+use utoipa::ToSchema;
 
 use crate::auth::User;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, PathId};
 use crate::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct OrderBody {
     id: String,
     sale_id: String,
     user_id: String,
     quantity: u32,
+    /// `held`, then `paid`, `cancelled` or `expired`.
     status: &'static str,
     expires_at: String,
     created_at: String,
@@ -40,11 +42,22 @@ impl From<OrderView> for OrderBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct OrderList {
+    /// Newest first.
     orders: Vec<OrderBody>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "orders", operation_id = "get_order",
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, description = "`not_found`: no such order, or another user's", body = ErrorBody),
+    ),
+    security(("user" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     User(user): User,
@@ -53,16 +66,39 @@ pub async fn get(
     Ok(Json(state.backend.order(&id, &user).await?.into()))
 }
 
+#[utoipa::path(
+    get, path = "/v1/orders", tag = "orders", operation_id = "list_orders",
+    responses(
+        (status = 200, description = "The caller's orders", body = OrderList),
+        (status = 401, response = crate::openapi::Unauthorized),
+    ),
+    security(("user" = [])),
+)]
 pub async fn list(State(state): State<AppState>, User(user): User) -> Result<Json<OrderList>, ApiError> {
     let orders = state.backend.orders_of(&user).await?;
     Ok(Json(OrderList { orders: orders.into_iter().map(OrderBody::from).collect() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PayBody {
+    /// The payment provider's reference, at most 256 bytes.
     payment_ref: Option<String>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/pay", tag = "orders", operation_id = "pay_order",
+    params(("id" = String, Path, description = "Order id")),
+    request_body(content = PayBody, description = "May be empty"),
+    responses(
+        (status = 200, description = "The order, `paid` (idempotent)", body = OrderBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Guarded),
+        (status = 404, description = "`not_found`: no such order, or another user's", body = ErrorBody),
+        (status = 409, description = "`hold_expired` or `order_cancelled`", body = ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+    ),
+    security(("user" = [])),
+)]
 pub async fn pay(
     State(state): State<AppState>,
     User(user): User,
@@ -76,6 +112,19 @@ pub async fn pay(
     Ok(Json(order.into()))
 }
 
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/cancel", tag = "orders", operation_id = "cancel_order",
+    params(("id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order, `cancelled`; its units go back", body = OrderBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Guarded),
+        (status = 404, description = "`not_found`: no such order, or another user's", body = ErrorBody),
+        (status = 409, description = "`order_paid` or `hold_expired`", body = ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+    ),
+    security(("user" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     User(user): User,

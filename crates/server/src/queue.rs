@@ -14,10 +14,11 @@ use stampede_engine::rooms::{Joined, Rooms, Standing};
 use stampede_engine::{EngineError, SaleView};
 use tokio::sync::watch;
 use tokio::time::{interval, MissedTickBehavior};
+use utoipa::ToSchema;
 
 use crate::auth::{Admin, User};
 use crate::defense::pass::commitment;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, PathId};
 use crate::AppState;
 
@@ -68,9 +69,10 @@ fn pass_required(why: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "pass_required", why)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TicketBody {
     ticket: String,
+    /// `waiting`, `admitted` or `finished`.
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     position: Option<u32>,
@@ -83,6 +85,7 @@ pub struct TicketBody {
     /// waitlist is the better bet.
     #[serde(skip_serializing_if = "Option::is_none")]
     odds: Option<&'static str>,
+    /// For `Stampede-Pass` on purchases, once admitted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pass: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,6 +122,20 @@ fn ticket_body(state: &AppState, sale: &SaleView, user: &UserId, ticket: String,
 }
 
 /// `POST /v1/sales/{id}/queue`: a ticket (the same one again for a user who has one).
+#[utoipa::path(
+    post, path = "/v1/sales/{id}/queue", tag = "waiting room", operation_id = "join_queue",
+    params(("id" = String, Path, description = "Sale id")),
+    responses(
+        (status = 201, description = "A new ticket", body = TicketBody),
+        (status = 200, description = "The ticket the caller has already", body = TicketBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Guarded),
+        (status = 404, description = "`not_found`: no such sale, or it has no waiting room", body = ErrorBody),
+        (status = 409, description = "`queue_not_open` or `queue_closed`", body = ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+    ),
+    security(("user" = [])),
+)]
 pub async fn join(
     State(state): State<AppState>,
     User(user): User,
@@ -133,6 +150,16 @@ pub async fn join(
 }
 
 /// `GET /v1/sales/{id}/queue/{ticket}`: where the caller's ticket stands.
+#[utoipa::path(
+    get, path = "/v1/sales/{id}/queue/{ticket}", tag = "waiting room", operation_id = "queue_standing",
+    params(("id" = String, Path, description = "Sale id"), ("ticket" = String, Path, description = "The caller's ticket")),
+    responses(
+        (status = 200, description = "Where the ticket stands, or the pass once admitted", body = TicketBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, description = "`not_found`: no such sale, waiting room or ticket, or another user's ticket", body = ErrorBody),
+    ),
+    security(("user" = [])),
+)]
 pub async fn standing(
     State(state): State<AppState>,
     User(user): User,
@@ -146,10 +173,14 @@ pub async fn standing(
     Ok(Json(ticket_body(&state, &sale, &user, ticket, standing)))
 }
 
-#[derive(Serialize)]
+/// A waiting room at a glance.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WaitingRoom)]
 pub struct RoomBody {
     sale_id: String,
+    /// `fifo` or `shuffled`.
     mode: &'static str,
+    /// `open`, `paused`, `admit_all` or `closed`.
     state: &'static str,
     opens_at: String,
     starts_at: String,
@@ -196,22 +227,49 @@ async fn room_body(state: &AppState, sale_id: &str, room: &RoomConfig) -> Result
 
 /// `GET /rooms/{id}`: the waiting room as a page for people: join, see the place move, buy with
 /// the pass, solving a proof-of-work puzzle in the browser when asked. Self-contained (no CDN).
+#[utoipa::path(
+    get, path = "/rooms/{id}", tag = "waiting room", operation_id = "room_page",
+    params(("id" = String, Path, description = "Sale id (read by the page's script)")),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)),
+)]
 pub async fn page() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("pages/room.html"))
 }
 
 /// `GET /v1/sales/{id}/queue`: the room at a glance, with the shuffle's commitment and seed.
+#[utoipa::path(
+    get, path = "/v1/sales/{id}/queue", tag = "waiting room", operation_id = "queue_summary",
+    params(("id" = String, Path, description = "Sale id")),
+    responses(
+        (status = 200, description = "The room", body = RoomBody),
+        (status = 404, description = "`not_found`: no such sale, or it has no waiting room", body = ErrorBody),
+    ),
+)]
 pub async fn summary(State(state): State<AppState>, PathId(sale_id): PathId) -> Result<Json<RoomBody>, ApiError> {
     let (_, room) = room_of(&state, &sale_id).await?;
     Ok(Json(room_body(&state, &sale_id, &room).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SetState {
+    /// `open`, `paused` (nobody let in), `admit_all` or `closed` (no joining either).
+    #[schema(examples("open", "paused", "admit_all", "closed"))]
     state: String,
 }
 
 /// `POST /v1/admin/sales/{id}/queue {"state": "open|paused|admit_all|closed"}`.
+#[utoipa::path(
+    post, path = "/v1/admin/sales/{id}/queue", tag = "waiting room", operation_id = "set_queue_state",
+    params(("id" = String, Path, description = "Sale id")),
+    request_body = SetState,
+    responses(
+        (status = 200, description = "The room", body = RoomBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+        (status = 404, description = "`not_found`: no such sale, or it has no waiting room", body = ErrorBody),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn set_state(
     State(state): State<AppState>,
     _admin: Admin,

@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use stampede_core::{Quantity, RoomMode, RoomSettings, Timestamp};
 use stampede_engine::{EngineError, NewSale, PurchaseCommand, SaleView};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 use crate::auth::{Admin, User};
 use crate::defense::guard::{caller, prove_work, WorkProven, NEW_ACCOUNT_BITS};
 use crate::defense::pow::BASE_DIFFICULTY;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{IdempotencyHeader, JsonBody, PathId};
 use crate::orders::OrderBody;
 use crate::queue;
@@ -22,34 +23,51 @@ use crate::AppState;
 const MAX_HOLD_SECONDS: u32 = 7 * 24 * 3600;
 const MAX_STOCK_BUCKETS: u32 = stampede_engine::scaleout::MAX_STOCK_BUCKETS;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateSale {
+    /// 1 to 200 characters (surrounding spaces are trimmed).
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     stock: u32,
+    #[schema(minimum = 0)]
     price_cents: i64,
+    /// RFC 3339; now if absent.
     starts_at: Option<String>,
+    /// RFC 3339, after `starts_at`; open-ended if absent.
     ends_at: Option<String>,
+    /// Units one user may hold or have bought; 1 if absent.
+    #[schema(minimum = 1)]
     per_user_limit: Option<u32>,
+    /// How long a hold lasts unpaid; 600 if absent.
+    #[schema(minimum = 1, maximum = 604800)]
     hold_seconds: Option<u32>,
+    /// Scale-out mode: keys the stock is split over; 1 if absent.
+    #[schema(minimum = 1)]
     stock_buckets: Option<u32>,
     waiting_room: Option<RoomBody>,
+    /// Buyers must send a solved challenge (`Stampede-Pow`) with each purchase.
     #[serde(default)]
     proof_of_work: bool,
 }
 
 /// A sale's waiting room, as clients give and see it.
-#[derive(Deserialize, Serialize, Clone)]
+#[derive(Deserialize, Serialize, Clone, ToSchema)]
+#[schema(as = WaitingRoomSettings)]
 pub struct RoomBody {
     /// `fifo` (arrival order) or `shuffled` (a pre-queue shuffled at the start).
     #[serde(default = "fifo")]
+    #[schema(examples("fifo", "shuffled"))]
     mode: String,
     /// When joining opens (before the start for a shuffled pre-queue); the start if absent.
     opens_at: Option<String>,
     #[serde(default = "default_admit_per_minute")]
+    #[schema(minimum = 1, maximum = 1000000)]
     admit_per_minute: u32,
     #[serde(default = "default_max_active")]
+    #[schema(minimum = 1, maximum = 1000000)]
     max_active: u32,
     #[serde(default = "default_pass_seconds")]
+    #[schema(minimum = 1, maximum = 3600)]
     pass_seconds: u32,
 }
 
@@ -101,7 +119,8 @@ impl RoomBody {
     }
 }
 
-#[derive(Serialize)]
+/// A sale; at every instant `available + held + sold == stock`.
+#[derive(Serialize, ToSchema)]
 pub struct SaleBody {
     id: String,
     name: String,
@@ -114,6 +133,7 @@ pub struct SaleBody {
     hold_seconds: u32,
     starts_at: String,
     ends_at: Option<String>,
+    /// `scheduled`, `live`, `sold_out` or `ended`.
     status: &'static str,
     waitlisted: u32,
     waiting_room: Option<RoomBody>,
@@ -194,6 +214,16 @@ impl TryFrom<CreateSale> for NewSale {
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/sales", tag = "sales", operation_id = "create_sale",
+    request_body = CreateSale,
+    responses(
+        (status = 201, description = "The sale", body = SaleBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     _admin: Admin,
@@ -208,13 +238,22 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 
+#[utoipa::path(
+    get, path = "/v1/sales/{id}", tag = "sales", operation_id = "get_sale",
+    params(("id" = String, Path, description = "Sale id")),
+    responses(
+        (status = 200, description = "The sale", body = SaleBody),
+        (status = 404, description = "`not_found`: no such sale", body = ErrorBody),
+    ),
+)]
 pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> Result<Json<SaleBody>, ApiError> {
     let view = state.backend.sale(&id, Timestamp::now()).await?;
     Ok(Json(view.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct QuantityBody {
+    /// 1 to the sale's `per_user_limit`; 1 if absent.
     quantity: Option<i64>,
 }
 
@@ -224,6 +263,27 @@ impl QuantityBody {
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/sales/{id}/orders", tag = "sales", operation_id = "purchase",
+    params(
+        ("id" = String, Path, description = "Sale id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters: a repeat gives the same order back"),
+        ("Stampede-Pass" = Option<String>, Header, description = "The waiting room's pass, on a sale with a waiting room"),
+        ("Stampede-Pow" = Option<String>, Header, description = "`<challenge>:<nonce>`, a solved `GET /v1/challenge`, when proof of work is asked"),
+    ),
+    request_body(content = QuantityBody, description = "May be empty"),
+    responses(
+        (status = 201, description = "A hold, durable before the answer", body = OrderBody),
+        (status = 200, description = "The order an earlier request with the same `Idempotency-Key` made", body = OrderBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, description = "`pass_required` (waiting room), `banned` (with `Retry-After`) or `proof_of_work_required`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until a ban ends"))),
+        (status = 404, description = "`not_found`: no such sale", body = ErrorBody),
+        (status = 409, description = "`sold_out`, `limit_reached` or `sale_not_live`", body = ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+    ),
+    security(("user" = [])),
+)]
 pub async fn purchase(
     State(state): State<AppState>,
     User(user): User,
@@ -274,11 +334,25 @@ pub async fn purchase(
     answer
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WaitlistBody {
     position: u32,
 }
 
+#[utoipa::path(
+    post, path = "/v1/sales/{id}/waitlist", tag = "sales", operation_id = "join_waitlist",
+    params(("id" = String, Path, description = "Sale id")),
+    request_body(content = QuantityBody, description = "May be empty"),
+    responses(
+        (status = 201, description = "The caller's place; released units come as fresh holds on `/v1/me/events`", body = WaitlistBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Guarded),
+        (status = 404, description = "`not_found`: no such sale", body = ErrorBody),
+        (status = 409, description = "`stock_available`, `already_waitlisted`, `limit_reached` or `sale_not_live`", body = ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+    ),
+    security(("user" = [])),
+)]
 pub async fn join_waitlist(
     State(state): State<AppState>,
     User(user): User,

@@ -11,28 +11,33 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use stampede_engine::NewUser;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::AppState;
 
 /// How long a sign-up or sign-in waits for a hashing slot before answering 503.
 const HASH_WAIT: Duration = Duration::from_secs(3);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct Credentials {
+    /// 3 to 64 characters of `A-Z a-z 0-9 _ . -`.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,64}$")]
     username: String,
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UserBody {
     id: String,
     username: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SessionBody {
+    /// A user JWT for `Authorization: Bearer`.
     token: String,
     expires_at: String,
 }
@@ -71,6 +76,17 @@ async fn hashing<T: Send + 'static>(
     })
 }
 
+#[utoipa::path(
+    post, path = "/v1/users", tag = "accounts", operation_id = "sign_up",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "The account", body = UserBody),
+        (status = 400, response = crate::openapi::InvalidRequest),
+        (status = 403, response = crate::openapi::Guarded),
+        (status = 409, description = "`username_taken`", body = ErrorBody),
+        (status = 429, response = crate::openapi::RateLimited),
+    ),
+)]
 pub async fn sign_up(
     State(state): State<AppState>,
     JsonBody(credentials): JsonBody<Credentials>,
@@ -93,6 +109,16 @@ pub async fn sign_up(
     Ok((StatusCode::CREATED, Json(UserBody { id: user.id, username: user.username })))
 }
 
+#[utoipa::path(
+    post, path = "/v1/sessions", tag = "accounts", operation_id = "sign_in",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "A session token", body = SessionBody),
+        (status = 401, description = "`invalid_credentials`: unknown user or wrong password", body = ErrorBody),
+        (status = 403, response = crate::openapi::Guarded),
+        (status = 429, response = crate::openapi::RateLimited),
+    ),
+)]
 pub async fn sign_in(
     State(state): State<AppState>,
     JsonBody(credentials): JsonBody<Credentials>,

@@ -6,18 +6,19 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use stampede_core::Timestamp;
 use stampede_engine::limits::{Ban, Risk, Subject};
+use utoipa::ToSchema;
 
 use super::client_ip::ClientIp;
 use super::guard::{caller, difficulty, subject_of, NEW_ACCOUNT_BITS};
 use super::pow::BASE_DIFFICULTY;
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBody, PathId};
 use crate::AppState;
 
 const MAX_BAN_SECONDS: u64 = 365 * 24 * 3600;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ChallengeBody {
     challenge: String,
     difficulty: u8,
@@ -27,6 +28,11 @@ pub struct ChallengeBody {
 
 /// `GET /v1/challenge`: a puzzle as hard as the caller's risk asks (the base difficulty for a
 /// quiet client, so one can be solved ahead of need).
+#[utoipa::path(
+    get, path = "/v1/challenge", tag = "defense", operation_id = "challenge",
+    responses((status = 200, description = "A challenge: find a nonce so that SHA-256 of `<challenge>:<nonce>` starts with `difficulty` zero bits, then send `Stampede-Pow: <challenge>:<nonce>`", body = ChallengeBody)),
+    security((), ("user" = [])),
+)]
 pub async fn challenge(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -50,8 +56,9 @@ pub async fn challenge(
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BanBody {
+    /// `user:<id>` or `ip:<address>`.
     subject: String,
     until: String,
     reason: String,
@@ -63,8 +70,9 @@ impl From<Ban> for BanBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BanList {
+    /// Soonest expiry first.
     bans: Vec<BanBody>,
 }
 
@@ -80,19 +88,44 @@ fn subject(text: &str) -> Result<Subject, ApiError> {
 }
 
 /// `GET /v1/admin/bans`: bans in force, soonest expiry first.
+#[utoipa::path(
+    get, path = "/v1/admin/bans", tag = "defense", operation_id = "list_bans",
+    responses(
+        (status = 200, description = "Bans in force", body = BanList),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+        (status = 409, description = "`limits_off`: the server runs with limits off", body = ErrorBody),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<BanList>, ApiError> {
     let bans = limits_of(&state)?.bans(Timestamp::now()).await?;
     Ok(Json(BanList { bans: bans.into_iter().map(BanBody::from).collect() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct NewBan {
+    /// `user:<id>` or `ip:<address>`.
     subject: String,
+    /// The server's ban duration if absent.
+    #[schema(minimum = 1, maximum = 31536000)]
     seconds: Option<u64>,
+    /// At most 200 characters.
     reason: Option<String>,
 }
 
 /// `POST /v1/admin/bans {"subject","seconds"?,"reason"?}`: bans (or re-bans) a user or address.
+#[utoipa::path(
+    post, path = "/v1/admin/bans", tag = "defense", operation_id = "ban",
+    request_body = NewBan,
+    responses(
+        (status = 201, description = "The ban", body = BanBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+        (status = 409, description = "`limits_off`: the server runs with limits off", body = ErrorBody),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn ban(
     State(state): State<AppState>,
     _admin: Admin,
@@ -116,6 +149,19 @@ pub async fn ban(
 }
 
 /// `DELETE /v1/admin/bans/{subject}`: lifts a ban; 404 when none is in force.
+#[utoipa::path(
+    delete, path = "/v1/admin/bans/{subject}", tag = "defense", operation_id = "lift_ban",
+    params(("subject" = String, Path, description = "`user:<id>` or `ip:<address>`")),
+    responses(
+        (status = 204, description = "The ban is lifted"),
+        (status = 400, response = crate::openapi::InvalidRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::AdminOnly),
+        (status = 404, description = "`not_found`: no ban in force for this subject", body = ErrorBody),
+        (status = 409, description = "`limits_off`: the server runs with limits off", body = ErrorBody),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn lift(State(state): State<AppState>, _admin: Admin, PathId(text): PathId) -> Result<StatusCode, ApiError> {
     let subject = subject(&text)?;
     match limits_of(&state)?.lift(&subject, Timestamp::now()).await? {

@@ -24,35 +24,104 @@ use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
 pub use self::follow::run;
 use self::hub::{Frame, Topic};
 use crate::auth::StreamUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::PathId;
 use crate::orders::OrderBody;
 use crate::AppState;
 
+/// One Server-Sent Event as a client reads it (WebSocket messages carry the `data` alone).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// Names the state (a snapshot) or the event: resuming with `Last-Event-ID` skips a state seen.
+    id: String,
+    /// `sale`, `auction`, `orders`, `hold`, `outbid`, `won`, `queue_position`, `admitted`, ...
+    event: String,
+    /// The JSON of the state or event.
+    data: String,
+}
+
+#[utoipa::path(
+    get, path = "/v1/sales/{id}/events", tag = "streams", operation_id = "sale_events",
+    params(
+        ("id" = String, Path, description = "Sale id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event seen: the current state is skipped when it is that one"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `sale` events with the sale as JSON, coalesced; `: heartbeat` comments", content_type = "text/event-stream", body = StreamEvent),
+        (status = 404, description = "`not_found`: no such sale", body = ErrorBody),
+    ),
+)]
 pub async fn sale_sse(state: State<AppState>, id: PathId, headers: HeaderMap) -> Result<Response, ApiError> {
     let feed = topic_feed(&state, Topic::Sale(Arc::from(id.0)), last_event_id(&headers)).await?;
     Ok(sse(feed))
 }
 
+#[utoipa::path(
+    get, path = "/v1/sales/{id}/events/ws", tag = "streams", operation_id = "sale_events_ws",
+    params(("id" = String, Path, description = "Sale id")),
+    responses(
+        (status = 101, description = "WebSocket: the same JSON as the event stream, one text message each"),
+        (status = 400, description = "`invalid_request`: not a WebSocket upgrade request", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such sale", body = ErrorBody),
+    ),
+)]
 pub async fn sale_ws(state: State<AppState>, id: PathId, upgrade: Upgrade) -> Result<Response, ApiError> {
     let feed = topic_feed(&state, Topic::Sale(Arc::from(id.0)), None).await?;
     Ok(websocket(upgrade, feed))
 }
 
+#[utoipa::path(
+    get, path = "/v1/auctions/{id}/events", tag = "streams", operation_id = "auction_events",
+    params(
+        ("id" = String, Path, description = "Auction id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event seen: the current state is skipped when it is that one"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `auction` events with the auction as JSON, coalesced; `: heartbeat` comments", content_type = "text/event-stream", body = StreamEvent),
+        (status = 404, description = "`not_found`: no such auction", body = ErrorBody),
+    ),
+)]
 pub async fn auction_sse(state: State<AppState>, id: PathId, headers: HeaderMap) -> Result<Response, ApiError> {
     let feed = topic_feed(&state, Topic::Auction(Arc::from(id.0)), last_event_id(&headers)).await?;
     Ok(sse(feed))
 }
 
+#[utoipa::path(
+    get, path = "/v1/auctions/{id}/events/ws", tag = "streams", operation_id = "auction_events_ws",
+    params(("id" = String, Path, description = "Auction id")),
+    responses(
+        (status = 101, description = "WebSocket: the same JSON as the event stream, one text message each"),
+        (status = 400, description = "`invalid_request`: not a WebSocket upgrade request", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such auction", body = ErrorBody),
+    ),
+)]
 pub async fn auction_ws(state: State<AppState>, id: PathId, upgrade: Upgrade) -> Result<Response, ApiError> {
     let feed = topic_feed(&state, Topic::Auction(Arc::from(id.0)), None).await?;
     Ok(websocket(upgrade, feed))
 }
 
+#[utoipa::path(
+    get, path = "/v1/me/events", tag = "streams", operation_id = "my_events",
+    responses(
+        (status = 200, description = "Server-Sent Events: first the caller's orders, then holds, outbids, wins, queue positions and admissions", content_type = "text/event-stream", body = StreamEvent),
+        (status = 401, response = crate::openapi::Unauthorized),
+    ),
+    security(("user" = []), ("user_query" = [])),
+)]
 pub async fn me_sse(state: State<AppState>, StreamUser(user): StreamUser) -> Result<Response, ApiError> {
     Ok(sse(personal_feed(&state, &user).await?))
 }
 
+#[utoipa::path(
+    get, path = "/v1/me/events/ws", tag = "streams", operation_id = "my_events_ws",
+    responses(
+        (status = 101, description = "WebSocket: the same JSON as the event stream, one text message each"),
+        (status = 400, description = "`invalid_request`: not a WebSocket upgrade request", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+    ),
+    security(("user" = []), ("user_query" = [])),
+)]
 pub async fn me_ws(
     state: State<AppState>,
     StreamUser(user): StreamUser,
