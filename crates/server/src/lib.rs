@@ -206,9 +206,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(docs::page))
         .route("/docs/{file}", get(docs::asset))
-        .merge(guarded_routes)
-        .route_layer(middleware::from_fn_with_state(state.clone(), defense::shedding::shed));
-    // Never shed: a health check, and what an operator needs to see an overload.
+        .merge(guarded_routes);
     let routes = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(dashboard::metrics))
@@ -229,14 +227,9 @@ fn guarded(routes: Router<AppState>, state: AppState) -> Router {
             ApiError::internal().into_response()
         }))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT));
-    // Outermost, after the fallbacks are in place: every answer is counted, panics and
-    // unknown routes included.
-    let routes = if state.telemetry.enabled() {
-        routes.layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
-    } else {
-        routes
-    };
-    routes.with_state(state)
+    // Outermost, after the fallbacks are in place: shedding, and every answer counted, panics
+    // and unknown routes included.
+    routes.layer(middleware::from_fn_with_state(state.clone(), telemetry::front)).with_state(state)
 }
 
 /// Answers 503 instead of letting a request run past the configured time.
@@ -339,10 +332,7 @@ mod tests {
                 "done"
             }
         };
-        let routes = Router::new()
-            .route("/slow", get(slow))
-            .route_layer(middleware::from_fn_with_state(state.clone(), defense::shedding::shed))
-            .route("/healthz", get(ops::healthz));
+        let routes = Router::new().route("/slow", get(slow)).route("/healthz", get(ops::healthz));
         let router = guarded(routes, state);
 
         let holder = tokio::spawn(router.clone().oneshot(Request::get("/slow").body(Body::empty()).expect("request")));

@@ -9,14 +9,16 @@
 //! are rendered at scrape time from the live board (`board.rs`), which forgets sales and
 //! auctions once they are over, so ended ones do not pile up as series forever.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;
@@ -77,13 +79,30 @@ fn describe() {
 pub struct Telemetry {
     prometheus: Option<PrometheusHandle>,
     window: RequestWindow,
+    /// The recorder's handles, looked up once per label set: building a key and finding it in
+    /// the recorder's registry on every request cost more than the rest of the bookkeeping.
+    routes: RwLock<HashMap<Box<str>, Vec<RouteHandles>>>,
+    outcomes: RwLock<HashMap<(&'static str, &'static str), Counter>>,
+}
+
+/// One route's handles for one method and status.
+struct RouteHandles {
+    method: &'static str,
+    status: &'static str,
+    requests: Counter,
+    duration: Histogram,
 }
 
 impl Telemetry {
     /// Metrics on (installs the recorder once per process) or off (nothing recorded, no
     /// `/metrics`; the dashboard's charts stay empty).
     pub fn new(on: bool) -> Self {
-        Self { prometheus: on.then(prometheus), window: RequestWindow::default() }
+        Self {
+            prometheus: on.then(prometheus),
+            window: RequestWindow::default(),
+            routes: RwLock::default(),
+            outcomes: RwLock::default(),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -104,34 +123,66 @@ impl Telemetry {
         }
     }
 
-    fn request(&self, route: String, method: &'static str, status: StatusCode, elapsed: Duration) {
+    fn request(&self, route: &str, method: &'static str, status: StatusCode, elapsed: Duration) {
         let status_label = status_label(status);
-        metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status_label)
-            .increment(1);
-        metrics::histogram!(HTTP_DURATION, "route" => route, "status" => status_label).record(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
         self.window.record(status, elapsed);
+        let record = |handles: &RouteHandles| {
+            handles.requests.increment(1);
+            handles.duration.record(seconds);
+        };
+        {
+            let routes = self.routes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let known = routes.get(route).and_then(|list| {
+                list.iter().find(|handles| handles.method == method && handles.status == status_label)
+            });
+            if let Some(handles) = known {
+                return record(handles);
+            }
+        }
+        let owned = route.to_owned();
+        let handles = RouteHandles {
+            method,
+            status: status_label,
+            requests: metrics::counter!(HTTP_REQUESTS, "route" => owned.clone(), "method" => method, "status" => status_label),
+            duration: metrics::histogram!(HTTP_DURATION, "route" => owned, "status" => status_label),
+        };
+        record(&handles);
+        let mut routes = self.routes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        routes.entry(Box::from(route)).or_default().push(handles);
     }
 
-    /// A purchase request's outcome (only where metrics are on: the facade is a no-op otherwise).
-    pub(crate) fn purchase(&self, outcome: &'static str) {
-        if self.enabled() {
-            metrics::counter!(PURCHASES, "outcome" => outcome).increment(1);
-            if outcome == "held" {
-                self.window.purchases.fetch_add(1, Ordering::Relaxed);
+    /// Counts one `outcome` of `metric` (only where metrics are on).
+    fn outcome(&self, metric: &'static str, label: &'static str, outcome: &'static str) {
+        if !self.enabled() {
+            return;
+        }
+        {
+            let outcomes = self.outcomes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(counter) = outcomes.get(&(metric, outcome)) {
+                return counter.increment(1);
             }
+        }
+        let counter = metrics::counter!(metric, label => outcome);
+        counter.increment(1);
+        let mut outcomes = self.outcomes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        outcomes.insert((metric, outcome), counter);
+    }
+
+    /// A purchase request's outcome.
+    pub(crate) fn purchase(&self, outcome: &'static str) {
+        self.outcome(PURCHASES, "outcome", outcome);
+        if outcome == "held" && self.enabled() {
+            self.window.purchases.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn bid(&self, outcome: &'static str) {
-        if self.enabled() {
-            metrics::counter!(BIDS, "outcome" => outcome).increment(1);
-        }
+        self.outcome(BIDS, "outcome", outcome);
     }
 
     pub(crate) fn refused(&self, reason: &'static str) {
-        if self.enabled() {
-            metrics::counter!(DEFENSE_REFUSALS, "reason" => reason).increment(1);
-        }
+        self.outcome(DEFENSE_REFUSALS, "reason", reason);
     }
 
     pub(crate) fn admitted(&self, users: u64) {
@@ -146,17 +197,34 @@ impl Telemetry {
     }
 }
 
-/// Counts every answer of the routes behind it (a layer on the whole router, so the matched
-/// route pattern is known and unknown paths count as `unmatched`).
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Routes never shed: what an operator needs to see an overload.
+const NEVER_SHED: [&str; 3] = ["/healthz", "/metrics", "/dashboard"];
+
+/// The first layer behind the router (so the matched route pattern is known; unknown paths
+/// count as `unmatched`): sheds what may be shed, then counts every answer when metrics are on.
+/// One layer for both, since each layer costs every request.
+pub async fn front(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) => path.as_str().to_owned(),
-        None => "unmatched".to_owned(),
-    };
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
-    let response = next.run(request).await;
-    state.telemetry.request(route, method, response.status(), start.elapsed());
+    let sheddable = route.as_ref().is_some_and(|route| !NEVER_SHED.contains(&route.as_str()));
+    let place = if sheddable { Some(state.shedder.place().await) } else { None };
+    let response = match place {
+        Some(Err(refusal)) => {
+            state.telemetry.refused("overloaded");
+            refusal.into_response()
+        }
+        Some(Ok(permit)) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        None => next.run(request).await,
+    };
+    if state.telemetry.enabled() {
+        let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        state.telemetry.request(route, method, response.status(), start.elapsed());
+    }
     response
 }
 

@@ -1,17 +1,14 @@
 //! Load shedding: a bound on requests in flight and on how long one may wait for a place. A
 //! request that cannot start in time is answered `503 overloaded` with `Retry-After` at once, so
 //! the requests that are admitted keep their latency and goodput holds under overload instead of
-//! every request slowing down together.
+//! every request slowing down together. The check runs in the first layer behind the router
+//! (`telemetry::front`), for every route but the health check, metrics and the dashboard.
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::ApiError;
-use crate::AppState;
 
 pub struct Shedder {
     in_flight: Semaphore,
@@ -24,19 +21,16 @@ impl Shedder {
     }
 }
 
-pub async fn shed(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let shedder = &state.shedder;
-    let permit = match shedder.in_flight.try_acquire() {
-        Ok(permit) => permit,
-        Err(_) => match tokio::time::timeout(shedder.max_wait, shedder.in_flight.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) | Err(_) => {
-                state.telemetry.refused("overloaded");
-                return ApiError::overloaded("the server is at capacity, retry shortly").into_response();
-            }
-        },
-    };
-    let response = next.run(request).await;
-    drop(permit);
-    response
+impl Shedder {
+    /// A place for one more request, waiting at most the queue bound; 503 `overloaded` when
+    /// none came free in time.
+    pub(crate) async fn place(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        if let Ok(permit) = self.in_flight.try_acquire() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout(self.max_wait, self.in_flight.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(ApiError::overloaded("the server is at capacity, retry shortly")),
+        }
+    }
 }
