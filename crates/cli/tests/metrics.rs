@@ -45,8 +45,8 @@ fn created(reply: &Reply) -> String {
 async fn scraped_counters_match_a_scripted_run() {
     let server = Server::start().await;
     let api = server.api();
-    // 5 units, 2 per user, holds of 1 s.
-    let sale = api.sale_with(5, 2, 1).await;
+    // 5 units, 2 per user, holds of 3 s (time enough to pay one on a busy machine).
+    let sale = api.sale_with(5, 2, 3).await;
     let (alice, bob, carol, dave) = (unique("alice"), unique("bob"), unique("carol"), unique("dave"));
 
     let paid = created(&api.buy(&alice, &sale, 2, Some("k1")).await);
@@ -64,7 +64,7 @@ async fn scraped_counters_match_a_scripted_run() {
     missing.expect_error(404, "not_found");
 
     // Carol's hold expires; the board shows the units back.
-    let expired = wait_for(Duration::from_secs(5), || async {
+    let expired = wait_for(Duration::from_secs(10), || async {
         let order = api.order(&carol, &expiring).await;
         (order.expect(200)["status"] == "expired").then_some(())
     })
@@ -124,9 +124,27 @@ async fn auctions_rooms_streams_and_refusals_are_counted() {
     let (ann, ben) = (unique("ann"), unique("ben"));
     api.bid(&ann, &auction_id, 20_000, None).await.expect(201);
     api.bid(&ben, &auction_id, 30_000, None).await.expect(201);
-    // Ben has a burst of 2: his third request is refused before it reaches the auction.
     api.bid(&ben, &auction_id, 1, None).await.expect_error(409, "bid_too_low");
-    api.bid(&ben, &auction_id, 40_000, None).await.expect_error(429, "rate_limited");
+    // Cal has a burst of 2 and one more a second: of 8 bids at once some are refused before
+    // they reach the auction (rate limited, or asked for proof of work once refused), the rest
+    // are too low. Whatever the split, the counters must say the same.
+    let cal = unique("cal");
+    let sends: Vec<_> = (0..8)
+        .map(|_| {
+            let (api, auction_id, cal) = (api.clone(), auction_id.clone(), cal.clone());
+            tokio::spawn(async move { api.bid(&cal, &auction_id, 1, None).await })
+        })
+        .collect();
+    let mut seen = HashMap::<String, f64>::new();
+    for send in sends {
+        let reply = send.await.expect("bid task");
+        *seen.entry(reply.code().to_owned()).or_default() += 1.0;
+    }
+    let limited = seen.get("rate_limited").copied().unwrap_or(0.0);
+    let proof = seen.get("proof_of_work_required").copied().unwrap_or(0.0);
+    let too_low = seen.get("bid_too_low").copied().unwrap_or(0.0);
+    assert!(limited >= 1.0, "8 bids at once pass a burst of 2: {seen:?}");
+    assert_eq!(limited + proof + too_low, 8.0, "{seen:?}");
 
     let room_sale = api
         .create_sale(json!({"name": "queued", "stock": 10, "price_cents": 100, "waiting_room": {"mode": "fifo"}}))
@@ -150,8 +168,9 @@ async fn auctions_rooms_streams_and_refusals_are_counted() {
     drop(stream);
 
     let bids = |outcome: &str| value(&samples, &format!("stampede_bids_total{{outcome=\"{outcome}\"}}"));
-    assert_eq!((bids("leading"), bids("outbid"), bids("bid_too_low")), (2.0, 0.0, 1.0), "{samples:?}");
-    assert_eq!(value(&samples, "stampede_defense_refusals_total{reason=\"rate_limited\"}"), 1.0);
+    assert_eq!((bids("leading"), bids("outbid"), bids("bid_too_low")), (2.0, 0.0, 1.0 + too_low), "{samples:?}");
+    let refused = |reason: &str| value(&samples, &format!("stampede_defense_refusals_total{{reason=\"{reason}\"}}"));
+    assert_eq!((refused("rate_limited"), refused("proof_of_work_required")), (limited, proof), "{seen:?}");
     let price = value(&samples, &format!("stampede_auction_price_cents{{auction=\"{auction_id}\"}}"));
     assert!(price > 20_000.0, "ben leads one increment over ann: {price}");
     let queued =
