@@ -146,6 +146,9 @@ async fn auctions_rooms_streams_and_refusals_are_counted() {
     assert!(limited >= 1.0, "8 bids at once pass a burst of 2: {seen:?}");
     assert_eq!(limited + proof + too_low, 8.0, "{seen:?}");
 
+    let placed = api.ban(json!({ "subject": "ip:198.51.100.7", "seconds": 60, "reason": "scraping" })).await;
+    placed.expect(201);
+
     let room_sale = api
         .create_sale(json!({"name": "queued", "stock": 10, "price_cents": 100, "waiting_room": {"mode": "fifo"}}))
         .await;
@@ -171,6 +174,7 @@ async fn auctions_rooms_streams_and_refusals_are_counted() {
     assert_eq!((bids("leading"), bids("outbid"), bids("bid_too_low")), (2.0, 0.0, 1.0 + too_low), "{samples:?}");
     let refused = |reason: &str| value(&samples, &format!("stampede_defense_refusals_total{{reason=\"{reason}\"}}"));
     assert_eq!((refused("rate_limited"), refused("proof_of_work_required")), (limited, proof), "{seen:?}");
+    assert_eq!(value(&samples, "stampede_bans_active"), 1.0, "the admin's ban");
     let price = value(&samples, &format!("stampede_auction_price_cents{{auction=\"{auction_id}\"}}"));
     assert!(price > 20_000.0, "ben leads one increment over ann: {price}");
     let queued =

@@ -32,6 +32,13 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "metrics are off on this server"))?;
     state.board.render_metrics(&mut text);
     crate::queue::render_metrics(&state, &mut text).await;
+    if let Some(limits) = &state.limits {
+        if let Ok(bans) = limits.bans(stampede_core::Timestamp::now()).await {
+            text.push_str("# HELP stampede_bans_active Bans in force (users and addresses).\n");
+            text.push_str("# TYPE stampede_bans_active gauge\n");
+            text.push_str(&format!("stampede_bans_active {}\n", bans.len()));
+        }
+    }
     text.push_str("# HELP stampede_stream_subscribers Open live streams (SSE and WebSocket) on this process.\n");
     text.push_str("# TYPE stampede_stream_subscribers gauge\n");
     text.push_str(&format!("stampede_stream_subscribers {}\n", state.hub.open_streams()));

@@ -61,7 +61,8 @@ fn prometheus() -> PrometheusHandle {
 fn builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(stampede_engine::telemetry::JOURNAL_BATCH.to_owned()), BATCH_BUCKETS)
+        .set_buckets_for_metric(Matcher::Full(stampede_engine::telemetry::JOURNAL_BATCH.to_owned()), BATCH_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(stampede_engine::telemetry::SINK_BATCH.to_owned()), BATCH_BUCKETS)
 }
 
 fn describe() {

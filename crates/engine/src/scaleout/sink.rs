@@ -130,7 +130,13 @@ impl Sink {
         }
         let events: Vec<Event> =
             reads.iter().flat_map(|read| decode(keys::sale_of_bucket(&read.bucket_id), &read.entries)).collect();
-        self.store.write(&events).await.map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        if let Err(error) = self.store.write(&events).await {
+            metrics::counter!(crate::telemetry::SINK_FAILURES).increment(1);
+            return Err(error.to_string());
+        }
+        metrics::histogram!(crate::telemetry::SINK_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::telemetry::SINK_BATCH).record(events.len() as f64);
         let acks = reads.iter().map(|read| self.acknowledge(read));
         let moved = join_all(acks).await.into_iter().sum();
         Ok(moved)
