@@ -100,12 +100,7 @@ pub async fn events(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
             }
         }
     });
-    let mut response = Body::from_stream(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(crate::streams::event_stream(Body::from_stream(body)))
 }
 
 fn event(name: &str, data: &str) -> Bytes {

@@ -249,7 +249,12 @@ fn sse(feed: Feed) -> Response {
         };
         Some((Ok::<_, Infallible>(bytes), feed))
     });
-    let mut response = Body::from_stream(body).into_response();
+    event_stream(Body::from_stream(body))
+}
+
+/// An answer carrying Server-Sent Events: never cached, never buffered by a proxy.
+pub(crate) fn event_stream(body: Body) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
