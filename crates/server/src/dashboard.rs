@@ -16,6 +16,17 @@ use crate::AppState;
 
 const PAGE: &str = include_str!("pages/dashboard.html");
 
+/// One Server-Sent Event of the dashboard's stream (no `id`: a page that reconnects gets the
+/// whole state again).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct DashboardEvent {
+    /// `state` first, then `tick`.
+    event: String,
+    /// The JSON of the board (`state`) or of what changed in the tick.
+    data: String,
+}
+
 /// `GET /metrics`: the Prometheus text format. Open like `/healthz` (a scraper needs no token);
 /// it names sales and auctions by id and nothing about users.
 #[utoipa::path(
@@ -67,7 +78,7 @@ pub async fn page() -> Response {
 #[utoipa::path(
     get, path = "/v1/admin/dashboard/events", tag = "operations", operation_id = "dashboard_events",
     responses(
-        (status = 200, description = "Server-Sent Events: `state` (history, log, sales, auctions), then `tick` every 250 ms", content_type = "text/event-stream", body = crate::streams::StreamEvent),
+        (status = 200, description = "Server-Sent Events: `state` (history, log, sales, auctions), then `tick` every 250 ms", content_type = "text/event-stream", body = DashboardEvent),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::AdminOnly),
     ),
