@@ -135,9 +135,26 @@ pub(crate) fn stream_user(
     headers: &axum::http::HeaderMap,
     query: Option<&str>,
 ) -> Result<UserId, ApiError> {
-    let from_query = || query?.split('&').find_map(|pair| pair.strip_prefix("access_token="));
-    let token = bearer_in(headers).or_else(from_query).ok_or_else(ApiError::unauthorized)?;
+    let token = stream_token(headers, query).ok_or_else(ApiError::unauthorized)?;
     state.auth.verify(token).ok_or_else(ApiError::unauthorized)
+}
+
+/// The token of a request from a client that may not be able to set headers (browser
+/// `EventSource` and `WebSocket`): the bearer token, else `access_token` in the query.
+pub(crate) fn stream_token<'a>(headers: &'a axum::http::HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    let from_query = || query?.split('&').find_map(|pair| pair.strip_prefix("access_token="));
+    bearer_in(headers).or_else(from_query)
+}
+
+/// Whether `token` is the admin token: a user's token is forbidden, anything else unauthorized.
+pub(crate) fn check_admin(state: &AppState, token: &str) -> Result<(), ApiError> {
+    if state.auth.is_admin(token) {
+        return Ok(());
+    }
+    if state.auth.verify(token).is_some() {
+        return Err(ApiError::forbidden());
+    }
+    Err(ApiError::unauthorized())
 }
 
 /// A request made with the admin token. A user token here is forbidden, anything else
@@ -149,13 +166,7 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        if state.auth.is_admin(token) {
-            return Ok(Admin);
-        }
-        if state.auth.verify(token).is_some() {
-            return Err(ApiError::forbidden());
-        }
-        Err(ApiError::unauthorized())
+        check_admin(state, token).map(|()| Admin)
     }
 }
 

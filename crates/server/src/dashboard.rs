@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::bearer_in;
+use crate::auth::{check_admin, stream_token};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 
@@ -85,11 +85,8 @@ pub async fn page() -> Response {
     security(("admin" = []), ("user_query" = [])),
 )]
 pub async fn events(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
-    let from_query = || uri.query()?.split('&').find_map(|pair| pair.strip_prefix("access_token="));
-    let token = bearer_in(&headers).or_else(from_query).ok_or_else(ApiError::unauthorized)?;
-    if !state.auth.is_admin(token) {
-        return Err(if state.auth.verify(token).is_some() { ApiError::forbidden() } else { ApiError::unauthorized() });
-    }
+    let token = stream_token(&headers, uri.query()).ok_or_else(ApiError::unauthorized)?;
+    check_admin(&state, token)?;
     let slot = state.hub.slot()?;
     let (first, frames) = state.board.follow();
     let closing = state.hub.closing();
