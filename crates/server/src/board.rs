@@ -11,7 +11,7 @@
 //! shows those made before it started or on other replicas, and forgets them `FORGET_AFTER`
 //! after they ended (sold-out sales stay: held units may come back).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,8 +63,9 @@ impl Default for Frames {
 
 #[derive(Default)]
 struct BoardState {
-    sales: HashMap<Arc<str>, SaleView>,
-    auctions: HashMap<Arc<str>, AuctionView>,
+    /// By id, so every listing of them is in the same order.
+    sales: BTreeMap<Arc<str>, SaleView>,
+    auctions: BTreeMap<Arc<str>, AuctionView>,
     history: VecDeque<Point>,
     log: VecDeque<LogLine>,
 }
@@ -104,30 +105,27 @@ impl Board {
     /// The per-sale and per-auction figures in the Prometheus text format.
     pub(crate) fn render_metrics(&self, out: &mut String) {
         let state = lock(&self.state);
-        let mut sales: Vec<&SaleView> = state.sales.values().collect();
-        sales.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut auctions: Vec<&AuctionView> = state.auctions.values().collect();
-        auctions.sort_by(|a, b| a.id.cmp(&b.id));
+        let (sales, auctions) = (&state.sales, &state.auctions);
         out.push_str("# HELP stampede_sale_units Units of a sale by state (available, held, sold).\n");
         out.push_str("# TYPE stampede_sale_units gauge\n");
-        for sale in &sales {
+        for sale in sales.values() {
             for (units_state, units) in [("available", sale.available), ("held", sale.held), ("sold", sale.sold)] {
                 let _ = writeln!(out, "stampede_sale_units{{sale=\"{}\",state=\"{units_state}\"}} {units}", sale.id);
             }
         }
         out.push_str("# HELP stampede_sale_waitlisted Users on a sale's waitlist.\n");
         out.push_str("# TYPE stampede_sale_waitlisted gauge\n");
-        for sale in &sales {
+        for sale in sales.values() {
             let _ = writeln!(out, "stampede_sale_waitlisted{{sale=\"{}\"}} {}", sale.id, sale.waitlisted);
         }
         out.push_str("# HELP stampede_auction_bids_total Bids accepted by an auction.\n");
         out.push_str("# TYPE stampede_auction_bids_total counter\n");
-        for auction in &auctions {
+        for auction in auctions.values() {
             let _ = writeln!(out, "stampede_auction_bids_total{{auction=\"{}\"}} {}", auction.id, auction.bid_count);
         }
         out.push_str("# HELP stampede_auction_price_cents An auction's current price.\n");
         out.push_str("# TYPE stampede_auction_price_cents gauge\n");
-        for auction in &auctions {
+        for auction in auctions.values() {
             let id = &auction.id;
             let _ = writeln!(out, "stampede_auction_price_cents{{auction=\"{id}\"}} {}", auction.current_price_cents);
         }
@@ -216,12 +214,15 @@ impl Pending {
 
 async fn tick(state: &AppState, mut pending: Pending, second: Option<crate::telemetry::Second>, list: bool) {
     let now = Timestamp::now();
-    let (mut listed_sales, mut listed_auctions) = (Vec::new(), Vec::new());
+    // On a listing tick, what the listing read is not read again one by one.
+    let (mut listed_sales, mut listed_auctions) = (HashMap::new(), HashMap::new());
     if list {
-        listed_sales = state.backend.list_sales(now).await.unwrap_or_default();
-        listed_sales.retain(|sale| !sale.ends_at.is_some_and(|ends_at| over(ends_at, now)));
-        listed_auctions = state.backend.list_auctions(now).await.unwrap_or_default();
-        listed_auctions.retain(|auction| auction.status != AuctionStatus::Ended || !over(auction.ends_at, now));
+        for view in state.backend.list_sales(now).await.unwrap_or_default() {
+            listed_sales.insert(Arc::from(view.id.as_str()), view);
+        }
+        for view in state.backend.list_auctions(now).await.unwrap_or_default() {
+            listed_auctions.insert(Arc::from(view.id.as_str()), view);
+        }
     }
     for noted in std::mem::take(&mut *lock(&state.board.noted)) {
         match noted {
@@ -230,14 +231,19 @@ async fn tick(state: &AppState, mut pending: Pending, second: Option<crate::tele
         };
     }
     let mut sales = Vec::with_capacity(pending.sales.len());
-    for sale_id in &pending.sales {
+    for sale_id in pending.sales.iter().filter(|sale_id| !listed_sales.contains_key(*sale_id)) {
         if let Ok(view) = state.backend.sale(sale_id, now).await {
             sales.push((sale_id.clone(), view));
         }
     }
+    // Changed auctions also make log lines, from the listed state where there is one.
     let mut auctions = Vec::with_capacity(pending.auctions.len());
     for auction_id in &pending.auctions {
-        if let Ok(view) = state.backend.auction(auction_id, now).await {
+        let view = match listed_auctions.get(auction_id) {
+            Some(view) => Ok(view.clone()),
+            None => state.backend.auction(auction_id, now).await,
+        };
+        if let Ok(view) = view {
             auctions.push((auction_id.clone(), view));
         }
     }
@@ -274,12 +280,8 @@ async fn tick(state: &AppState, mut pending: Pending, second: Option<crate::tele
 
     let frame = {
         let mut board = lock(&state.board.state);
-        for view in listed_sales {
-            board.sales.insert(Arc::from(view.id.as_str()), view);
-        }
-        for view in listed_auctions {
-            board.auctions.insert(Arc::from(view.id.as_str()), view);
-        }
+        board.sales.extend(listed_sales);
+        board.auctions.extend(listed_auctions);
         for (id, view) in sales {
             board.sales.insert(id, view);
         }
@@ -320,11 +322,9 @@ fn money(cents: i64) -> String {
     format!("{}.{:02}", cents / 100, (cents % 100).abs())
 }
 
-fn sales_json(sales: &HashMap<Arc<str>, SaleView>) -> Vec<serde_json::Value> {
-    let mut sales: Vec<&SaleView> = sales.values().collect();
-    sales.sort_by(|a, b| a.id.cmp(&b.id));
+fn sales_json(sales: &BTreeMap<Arc<str>, SaleView>) -> Vec<serde_json::Value> {
     sales
-        .into_iter()
+        .values()
         .map(|sale| {
             json!({
                 "id": sale.id, "name": sale.name, "status": sale.status.as_str(), "stock": sale.stock,
@@ -334,11 +334,9 @@ fn sales_json(sales: &HashMap<Arc<str>, SaleView>) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn auctions_json(auctions: &HashMap<Arc<str>, AuctionView>, now: Timestamp) -> Vec<serde_json::Value> {
-    let mut auctions: Vec<&AuctionView> = auctions.values().collect();
-    auctions.sort_by(|a, b| a.id.cmp(&b.id));
+fn auctions_json(auctions: &BTreeMap<Arc<str>, AuctionView>, now: Timestamp) -> Vec<serde_json::Value> {
     auctions
-        .into_iter()
+        .values()
         .map(|auction| {
             let left_ms = if auction.status == AuctionStatus::Ended { 0 } else { (auction.ends_at.0 - now.0).max(0) };
             json!({
