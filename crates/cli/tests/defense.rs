@@ -545,6 +545,62 @@ async fn requests_beyond_the_in_flight_bound_are_shed_but_health_checks_are_not(
     api.send(calm).await.expect(201);
 }
 
+/// A queue that stands longer than the queue bound is an overload, not a burst: requests are
+/// then refused before routing, at once, with the same JSON error and `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_queue_is_refused_before_routing_with_the_same_error() {
+    const CLIENTS: usize = 6;
+    const FOR: Duration = Duration::from_millis(600);
+    // Limits off: one address sending this fast would otherwise be asked for proof of work.
+    let server = Server::start_with_env(&[
+        ("STAMPEDE_LIMITS", "off"),
+        ("STAMPEDE_MAX_IN_FLIGHT", "1"),
+        ("STAMPEDE_MAX_QUEUE_MS", "20"),
+    ])
+    .await;
+    let api = server.api().clone();
+
+    // Each sign-up hashes a password (tens of ms) while holding the one place, and every client
+    // sends its next one as soon as it has an answer, so someone is always waiting.
+    let started = Instant::now();
+    let clients = (0..CLIENTS).map(|_| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut replies = Vec::new();
+            while started.elapsed() < FOR {
+                let sign_up = api
+                    .request(Method::POST, "/v1/users")
+                    .json(&json!({ "username": unique("queue"), "password": PASSWORD }));
+                replies.push(api.send(sign_up).await);
+            }
+            replies
+        })
+    });
+    let mut replies = Vec::new();
+    for client in clients.collect::<Vec<_>>() {
+        replies.extend(client.await.expect("client task panicked"));
+    }
+    let health = api.send(api.request(Method::GET, "/healthz")).await;
+    assert_eq!(health.status, 200, "health checks are never shed: {}", health.text);
+
+    let shed: Vec<&Reply> = replies.iter().filter(|reply| reply.status == 503).collect();
+    assert!(replies.iter().any(|reply| reply.status == 201), "{:?}", summary(&replies));
+    assert!(replies.iter().all(|reply| matches!(reply.status, 201 | 503)), "{:?}", summary(&replies));
+    for reply in &shed {
+        reply.expect_error(503, "overloaded");
+        assert!(reply.retry_after() >= 1, "{reply:?}");
+    }
+    let metrics = api.send(api.request(Method::GET, "/metrics")).await;
+    let early: f64 = metrics
+        .text
+        .lines()
+        .filter(|line| line.starts_with("stampede_http_requests_total{") && line.contains(r#"route="(shed)""#))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(early >= 1.0, "a standing queue refuses before routing: {} shed, metrics:\n{}", shed.len(), metrics.text);
+    eprintln!("{} sign-ups, {} shed ({early} before routing)", replies.len(), shed.len());
+}
+
 const HONEST: usize = 40;
 const BOTS: usize = 5;
 const BOT_REQUESTS: usize = 40;

@@ -54,7 +54,7 @@ pub(crate) async fn run(
                 First::Stream => return raw::serve(state, stream, peer).await,
                 First::Http => {}
             }
-            let connection = http.serve_connection(TokioIo::new(stream), with_peer(app, peer)).with_upgrades();
+            let connection = http.serve_connection(TokioIo::new(stream), with_peer(app, &state, peer)).with_upgrades();
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
@@ -75,9 +75,11 @@ pub(crate) async fn run(
     let _ = permits.acquire_many(all).await;
 }
 
-/// The app, with the connection's peer address in every request's extensions.
+/// The app, with the connection's peer address in every request's extensions; under sustained
+/// overload, requests that may be shed are refused here, before routing.
 fn with_peer(
     app: Router,
+    state: &AppState,
     peer: SocketAddr,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
@@ -86,9 +88,17 @@ fn with_peer(
     Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
 > + Clone {
     let app = TowerToHyperService::new(app);
+    let state = state.clone();
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let refused = crate::telemetry::refuse_early(&state, &request);
         request.extensions_mut().insert(ConnectInfo(peer));
-        hyper::service::Service::call(&app, request)
+        let call = refused.is_none().then(|| hyper::service::Service::call(&app, request));
+        async move {
+            match (call, refused) {
+                (Some(call), _) => call.await,
+                (None, refused) => Ok(refused.unwrap_or_default()),
+            }
+        }
     })
 }
 

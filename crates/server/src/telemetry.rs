@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::error::ApiError;
 use crate::AppState;
 
 /// Seconds; request latency and journal commit latency.
@@ -200,6 +201,23 @@ impl Telemetry {
 
 /// Routes never shed: what an operator needs to see an overload.
 const NEVER_SHED: [&str; 3] = ["/healthz", "/metrics", "/dashboard"];
+
+/// The refusal of a request the shedder turns away before routing (see
+/// `Shedder::refuse_early`), counted like one refused in `front`; `None` lets it through.
+pub(crate) fn refuse_early<B>(state: &AppState, request: &hyper::Request<B>) -> Option<Response> {
+    if NEVER_SHED.contains(&request.uri().path()) || !state.shedder.refuse_early() {
+        return None;
+    }
+    let response = ApiError::overloaded("the server is at capacity, retry shortly").into_response();
+    state.telemetry.refused("overloaded");
+    if state.telemetry.enabled() {
+        state.telemetry.request(SHED_ROUTE, method_label(request.method()), response.status(), Duration::ZERO);
+    }
+    Some(response)
+}
+
+/// The route label of requests refused before routing.
+const SHED_ROUTE: &str = "(shed)";
 
 /// The first layer behind the router (so the matched route pattern is known; unknown paths
 /// count as `unmatched`): sheds what may be shed, then counts every answer when metrics are on.
