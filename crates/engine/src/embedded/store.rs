@@ -141,17 +141,13 @@ impl Snapshot {
     }
 }
 
-/// Writes one batch as one transaction (one fsync) in one statement round trip: every table's
-/// rows travel as a JSON array, so the statement text never changes and stays prepared. Each
+/// Writes one batch as one transaction (one fsync) in one statement round trip, whose text
+/// depends only on the batch's shape and so stays prepared (see `batch`). Each
 /// hop to the database thread costs a scheduler wake-up, which on a busy machine is worth far
 /// more than parsing the JSON.
 async fn write(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), sqlx::Error> {
-    let rows = batch::Rows::of(records).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let sql = if rows.auctions.is_some() { batch::WRITE_WITH_AUCTIONS_SQL } else { batch::WRITE_SQL };
-    let mut query = sqlx::query(sql).bind(rows.sales).bind(rows.users).bind(rows.orders).bind(rows.waitlist);
-    if let Some(auctions) = rows.auctions {
-        query = query.bind(auctions.auctions).bind(auctions.states).bind(auctions.bids);
-    }
+    let encode = |e| sqlx::Error::Encode(Box::new(e));
+    let query = batch::Rows::of(records).and_then(batch::Rows::query).map_err(encode)?;
     let written = query.execute(&mut *conn).await;
     if written.is_err() {
         // A statement failed inside the explicit transaction: leave no transaction open.
@@ -413,4 +409,79 @@ fn bid_of(row: &sqlx::sqlite::SqliteRow) -> Result<Bid, sqlx::Error> {
         price_after_cents: row.try_get(7)?,
         leader_after: user_id(&leader)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn sale_config() -> SaleConfig {
+        SaleConfig {
+            name: "batch sizes".to_owned(),
+            stock: 10_000,
+            price_cents: 100,
+            starts_at: Timestamp(0),
+            ends_at: None,
+            per_user_limit: 1,
+            hold_seconds: 60,
+            created_at: Timestamp(0),
+            room: None,
+            proof_of_work: false,
+        }
+    }
+
+    fn order(seq: u32, status: OrderStatus, at: i64) -> Order {
+        Order {
+            seq,
+            user: UserId::new(&format!("user-{seq}")).expect("user id"),
+            quantity: 1 + seq % 3,
+            status,
+            created_at: Timestamp(1_000 + i64::from(seq)),
+            expires_at: Timestamp(61_000 + i64::from(seq)),
+            updated_at: Timestamp(at),
+            idempotency_key: seq.is_multiple_of(2).then(|| IdempotencyKey::new(&format!("key-{seq}")).expect("key")),
+            payment_ref: (status == OrderStatus::Paid).then(|| format!("pay-{seq}")),
+        }
+    }
+
+    /// Batches of every size around the bound order slots (and past the largest, where the rest
+    /// goes through JSON) store every order once, in its latest state, with every field intact.
+    #[tokio::test]
+    async fn batches_of_any_size_store_every_order_in_its_latest_state() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        let conn = open(&path, false).await.expect("open");
+        let mut store = Store::new(path.clone(), false, conn);
+        let sale_id: Arc<str> = Arc::from("s_batches");
+        store.write(&[Record::Sale { id: sale_id.clone(), config: sale_config() }]).await.expect("sale");
+
+        let largest = *batch::ORDER_SLOTS.last().expect("slots");
+        let sizes = [1, 15, 16, 17, largest - 1, largest, largest + 1, 2 * largest + 5];
+        let mut expected = Vec::new();
+        let mut seq = 0;
+        for size in sizes {
+            let mut records = Vec::new();
+            for _ in 0..size {
+                let held = order(seq, OrderStatus::Held, 1_000);
+                records.push(Record::Order { sale_id: sale_id.clone(), key: u64::from(seq), order: held.clone() });
+                expected.push(held);
+                seq += 1;
+            }
+            // The same order twice in one batch: the later state is the one stored.
+            let paid = order(seq - 1, OrderStatus::Paid, 2_000);
+            records.push(Record::Order { sale_id: sale_id.clone(), key: u64::from(seq - 1), order: paid.clone() });
+            *expected.last_mut().expect("an order") = paid;
+            store.write(&records).await.expect("batch");
+        }
+        store.close().await;
+
+        let mut conn = open(&path, false).await.expect("reopen");
+        let loaded = load(&mut conn).await.expect("load");
+        let sale = loaded.sales.iter().find(|sale| sale.id == *sale_id).expect("the sale");
+        assert_eq!(sale.orders, expected);
+        assert_eq!(sale.order_keys, (0..u64::from(seq)).collect::<Vec<_>>());
+        assert_eq!(loaded.next_order_key, u64::from(seq));
+    }
 }
