@@ -36,7 +36,7 @@ const ORDER_UPSERT: &str = "ON CONFLICT (key) DO UPDATE SET status = excluded.st
         expires_at = excluded.expires_at, payment_ref = excluded.payment_ref;
 ";
 
-const ORDERS_JSON_AND_WAITLIST: &str = "\
+const ORDERS_FROM_JSON: &str = "\
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, \
 value->>9, value->>10
     FROM json_each(?) WHERE true
@@ -95,7 +95,7 @@ fn build_sql(slots: usize, with_auctions: bool) -> String {
     sql.push_str(&format!(
         "{ORDER_INSERT}\n    SELECT * FROM (VALUES {rows}) WHERE column1 IS NOT NULL\n    {ORDER_UPSERT}"
     ));
-    sql.push_str(&format!("{ORDER_INSERT}\n{ORDERS_JSON_AND_WAITLIST}    {ORDER_UPSERT}"));
+    sql.push_str(&format!("{ORDER_INSERT}\n{ORDERS_FROM_JSON}    {ORDER_UPSERT}"));
     sql.push_str(WAITLIST);
     if with_auctions {
         sql.push_str(AUCTIONS);
