@@ -15,8 +15,9 @@ use stampede_core::{IdempotencyKey, Order, UserId, WaitlistStatus};
 use super::journal::Record;
 
 /// Sizes of the `VALUES` list for orders: a batch binds its first orders into the smallest that
-/// holds them (or the largest), so a quiet server does not bind hundreds of NULLs per commit.
-pub(crate) const ORDER_SLOTS: [usize; 2] = [16, 128];
+/// holds them (or the largest), so that at most about half the slots go unused and a quiet server
+/// does not bind hundreds of NULLs per commit. Each size is one more prepared statement.
+pub(crate) const ORDER_SLOTS: [usize; 5] = [8, 16, 32, 64, 128];
 /// Columns of an order row.
 const ORDER_COLUMNS: usize = 11;
 
@@ -181,7 +182,8 @@ impl<'a> Rows<'a> {
     }
 
     /// The statement for this batch with every parameter bound.
-    pub(crate) fn query(self) -> Result<Query<'a, Sqlite, SqliteArguments<'a>>, serde_json::Error> {
+    pub(crate) fn query(self) -> Result<Query<'a, Sqlite, SqliteArguments<'a>>, sqlx::Error> {
+        let encode = |error: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Encode(error);
         let size = ORDER_SLOTS.iter().position(|&slots| self.orders.len() <= slots).unwrap_or(ORDER_SLOTS.len() - 1);
         let slots = ORDER_SLOTS[size];
         let bound = self.orders.len().min(slots);
@@ -200,8 +202,7 @@ impl<'a> Rows<'a> {
                 idempotency_key,
                 payment_ref,
             ) = row;
-            // Keys are creation positions, far below i64::MAX.
-            let key = i64::try_from(key).unwrap_or(i64::MAX);
+            let key = i64::try_from(key).map_err(|error| encode(Box::new(error)))?;
             query = query
                 .bind(key)
                 .bind(sale_id)
@@ -218,7 +219,8 @@ impl<'a> Rows<'a> {
         for _ in bound * ORDER_COLUMNS..slots * ORDER_COLUMNS {
             query = query.bind(None::<i64>);
         }
-        query = query.bind(serde_json::to_string(&self.orders[bound..])?).bind(self.waitlist);
+        let rest = serde_json::to_string(&self.orders[bound..]).map_err(|error| encode(Box::new(error)))?;
+        query = query.bind(rest).bind(self.waitlist);
         if let Some(auctions) = self.auctions {
             query = query.bind(auctions.auctions).bind(auctions.states).bind(auctions.bids);
         }

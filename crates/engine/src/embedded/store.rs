@@ -146,8 +146,7 @@ impl Snapshot {
 /// hop to the database thread costs a scheduler wake-up, which on a busy machine is worth far
 /// more than parsing the JSON.
 async fn write(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), sqlx::Error> {
-    let encode = |e| sqlx::Error::Encode(Box::new(e));
-    let query = batch::Rows::of(records).and_then(batch::Rows::query).map_err(encode)?;
+    let query = batch::Rows::of(records).map_err(|e| sqlx::Error::Encode(Box::new(e)))?.query()?;
     let written = query.execute(&mut *conn).await;
     if written.is_err() {
         // A statement failed inside the explicit transaction: leave no transaction open.
@@ -458,7 +457,11 @@ mod tests {
         store.write(&[Record::Sale { id: sale_id.clone(), config: sale_config() }]).await.expect("sale");
 
         let largest = *batch::ORDER_SLOTS.last().expect("slots");
-        let sizes = [1, 15, 16, 17, largest - 1, largest, largest + 1, 2 * largest + 5];
+        let mut sizes = vec![1];
+        for slots in batch::ORDER_SLOTS {
+            sizes.extend([slots - 1, slots, slots + 1]);
+        }
+        sizes.push(2 * largest + 5);
         let mut expected = Vec::new();
         let mut seq = 0;
         for size in sizes {
