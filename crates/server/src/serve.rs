@@ -90,13 +90,17 @@ fn with_peer(
     let app = TowerToHyperService::new(app);
     let state = state.clone();
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        let refused = crate::telemetry::refuse_early(&state, &request);
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let call = refused.is_none().then(|| hyper::service::Service::call(&app, request));
+        let call = match crate::telemetry::refuse_early(&state, &request) {
+            Some(refused) => Err(refused),
+            None => {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                Ok(hyper::service::Service::call(&app, request))
+            }
+        };
         async move {
-            match (call, refused) {
-                (Some(call), _) => call.await,
-                (None, refused) => Ok(refused.unwrap_or_default()),
+            match call {
+                Ok(call) => call.await,
+                Err(refused) => Ok(refused),
             }
         }
     })

@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::error::ApiError;
 use crate::AppState;
 
 /// Seconds; request latency and journal commit latency.
@@ -208,7 +207,7 @@ pub(crate) fn refuse_early<B>(state: &AppState, request: &hyper::Request<B>) -> 
     if NEVER_SHED.contains(&request.uri().path()) || !state.shedder.refuse_early() {
         return None;
     }
-    let response = ApiError::overloaded("the server is at capacity, retry shortly").into_response();
+    let response = crate::defense::shedding::at_capacity().into_response();
     state.telemetry.refused("overloaded");
     if state.telemetry.enabled() {
         state.telemetry.request(SHED_ROUTE, method_label(request.method()), response.status(), Duration::ZERO);

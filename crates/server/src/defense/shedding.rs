@@ -53,7 +53,7 @@ impl Shedder {
         let wait = self.wait_bound(now);
         match tokio::time::timeout(wait, self.in_flight.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) | Err(_) => Err(ApiError::overloaded("the server is at capacity, retry shortly")),
+            Ok(Err(_)) | Err(_) => Err(at_capacity()),
         }
     }
 
@@ -65,7 +65,8 @@ impl Shedder {
         self.in_flight.available_permits() == 0 && self.wait_bound(self.micros(Instant::now())) < self.max_wait
     }
 
-    /// `max_wait`, or the short bound once the queue has stood for longer than `max_wait`.
+    /// `max_wait`, or the short bound once the queue has stood for longer than `max_wait` (never
+    /// longer than `max_wait` itself, so with a bound under `CONGESTED_WAIT` nothing changes).
     fn wait_bound(&self, now: u64) -> Duration {
         let standing = Duration::from_micros(now.saturating_sub(self.last_empty.load(Ordering::Relaxed)));
         if standing > self.max_wait {
@@ -78,6 +79,11 @@ impl Shedder {
     fn micros(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
     }
+}
+
+/// The refusal of a request the shedder has no place for, wherever it is turned away.
+pub(crate) fn at_capacity() -> ApiError {
+    ApiError::overloaded("the server is at capacity, retry shortly")
 }
 
 #[cfg(test)]
