@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 use stampede_core::{AuctionStatus, Timestamp, UserId};
+use stampede_engine::changes::burst;
 use stampede_engine::{AuctionView, Change, SaleView};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
@@ -148,17 +149,19 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut pending = Pending::default();
     let mut ticks = 0u32;
-    loop {
+    'follow: loop {
         tokio::select! {
-            change = changes.recv() => match change {
-                Ok(change) => pending.add(change),
-                Err(RecvError::Lagged(missed)) => {
-                    let board = lock(&state.board.state);
-                    pending.sales.extend(board.sales.keys().cloned());
-                    pending.auctions.extend(board.auctions.keys().cloned());
-                    pending.skipped += missed as usize;
+            change = changes.recv() => for change in burst(change, &mut changes) {
+                match change {
+                    Ok(change) => pending.add(change),
+                    Err(RecvError::Lagged(missed)) => {
+                        let board = lock(&state.board.state);
+                        pending.sales.extend(board.sales.keys().cloned());
+                        pending.auctions.extend(board.auctions.keys().cloned());
+                        pending.skipped += missed as usize;
+                    }
+                    Err(RecvError::Closed) => break 'follow,
                 }
-                Err(RecvError::Closed) => break,
             },
             _ = ticker.tick() => {
                 ticks = ticks.wrapping_add(1);

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use stampede_engine::changes::burst;
 use stampede_engine::Change;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
@@ -28,15 +29,17 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
     let mut dirty = HashSet::new();
-    loop {
+    'follow: loop {
         tokio::select! {
-            change = changes.recv() => match change {
-                Ok(change) => on_change(&state, change, &mut dirty, &personal_changes),
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "streams fell behind the change feed; resending every followed state");
-                    dirty.extend(state.hub.followed());
+            change = changes.recv() => for change in burst(change, &mut changes) {
+                match change {
+                    Ok(change) => on_change(&state, change, &mut dirty, &personal_changes),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "streams fell behind the change feed; resending every followed state");
+                        dirty.extend(state.hub.followed());
+                    }
+                    Err(RecvError::Closed) => break 'follow,
                 }
-                Err(RecvError::Closed) => break,
             },
             _ = coalesce.tick() => refresh(&state, dirty.drain()).await,
             _ = resync.tick() => refresh(&state, state.hub.followed()).await,
