@@ -1,6 +1,7 @@
 //! The `stampede` binary: the server and the tools around it.
 
 mod admin;
+mod allocator;
 mod bench;
 mod config;
 mod reconcile;
@@ -8,11 +9,6 @@ mod secrets;
 mod serve;
 
 use clap::{Parser, Subcommand};
-
-/// The hot path allocates small, short-lived objects from many threads; mimalloc's per-thread
-/// free lists cost a fraction of the system allocator's arena locking there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "stampede", version, about = "Flash sales and live auctions under stampedes of traffic")]
@@ -47,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => {
+            allocator::tune();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::run(config::Config::resolve(*args)?))
         }
