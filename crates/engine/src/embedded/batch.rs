@@ -67,38 +67,68 @@ price_after_cents, leader_after)
     FROM json_each(?);
 ";
 
-/// The transaction for a batch with `ORDER_SLOTS[size]` order slots, with or without the auction
-/// statements. Parameters in order: sales (JSON), users (JSON), the order slots (11 each), the
-/// remaining orders (JSON), waitlist entries (JSON), then, with auctions, their three. Orders
-/// and waitlist entries are upserts: their latest state wins. Anonymous `?` only: in a
-/// multi-statement query the driver hands arguments out in order, and numbered `?N`
-/// placeholders would be counted against that order.
-pub(crate) fn write_sql(size: usize, with_auctions: bool) -> &'static str {
-    static SQL: OnceLock<Vec<String>> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        let mut all = Vec::new();
-        for slots in ORDER_SLOTS {
-            for auctions in [false, true] {
-                all.push(build_sql(slots, auctions));
-            }
-        }
-        all
-    });
-    &all[size.min(ORDER_SLOTS.len() - 1) * 2 + usize::from(with_auctions)]
+/// The optional statements of a batch's transaction: each one runs only when the batch has rows
+/// for it, since every statement of a multi-statement query is one more step on SQLite's thread
+/// and one more result handed back to the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// New sales and new users (two statements).
+    pub sales_and_users: bool,
+    /// Orders in the `VALUES` slots.
+    pub orders: bool,
+    /// Orders beyond the largest `VALUES` list, as JSON.
+    pub more_orders: bool,
+    pub waitlist: bool,
+    /// New auctions, auction states and bids (three statements).
+    pub auctions: bool,
 }
 
-fn build_sql(slots: usize, with_auctions: bool) -> String {
-    let row = format!("({})", ["?"; ORDER_COLUMNS].join(","));
-    let rows = vec![row; slots].join(",");
+const SHAPES: usize = 1 << 5;
+
+impl Shape {
+    fn index(self) -> usize {
+        [self.sales_and_users, self.orders, self.more_orders, self.waitlist, self.auctions]
+            .iter()
+            .enumerate()
+            .map(|(bit, &on)| usize::from(on) << bit)
+            .sum()
+    }
+}
+
+/// The transaction for a batch of this shape with `ORDER_SLOTS[size]` order slots. Parameters in
+/// order, each group only when its statement is in: sales (JSON) and users (JSON), the order
+/// slots (11 each), the remaining orders (JSON), waitlist entries (JSON), then auctions, their
+/// states and bids (JSON each). Orders and waitlist entries are upserts: their latest state
+/// wins. Anonymous `?` only: in a multi-statement query the driver hands arguments out in
+/// order, and numbered `?N` placeholders would be counted against that order. Each text is
+/// built once, when a batch of its shape first comes, and stays prepared.
+pub(crate) fn write_sql(size: usize, shape: Shape) -> &'static str {
+    static SQL: [[OnceLock<String>; SHAPES]; ORDER_SLOTS.len()] =
+        [const { [const { OnceLock::new() }; SHAPES] }; ORDER_SLOTS.len()];
+    let size = size.min(ORDER_SLOTS.len() - 1);
+    SQL[size][shape.index()].get_or_init(|| build_sql(ORDER_SLOTS[size], shape))
+}
+
+fn build_sql(slots: usize, shape: Shape) -> String {
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
-    sql.push_str(SALES_AND_USERS);
-    // Unused slots are all NULL; `column1` is the key, never NULL in a real row.
-    sql.push_str(&format!(
-        "{ORDER_INSERT}\n    SELECT * FROM (VALUES {rows}) WHERE column1 IS NOT NULL\n    {ORDER_UPSERT}"
-    ));
-    sql.push_str(&format!("{ORDER_INSERT}\n{ORDERS_FROM_JSON}    {ORDER_UPSERT}"));
-    sql.push_str(WAITLIST);
-    if with_auctions {
+    if shape.sales_and_users {
+        sql.push_str(SALES_AND_USERS);
+    }
+    if shape.orders {
+        let row = format!("({})", ["?"; ORDER_COLUMNS].join(","));
+        let rows = vec![row; slots].join(",");
+        // Unused slots are all NULL; `column1` is the key, never NULL in a real row.
+        sql.push_str(&format!(
+            "{ORDER_INSERT}\n    SELECT * FROM (VALUES {rows}) WHERE column1 IS NOT NULL\n    {ORDER_UPSERT}"
+        ));
+    }
+    if shape.more_orders {
+        sql.push_str(&format!("{ORDER_INSERT}\n{ORDERS_FROM_JSON}    {ORDER_UPSERT}"));
+    }
+    if shape.waitlist {
+        sql.push_str(WAITLIST);
+    }
+    if shape.auctions {
         sql.push_str(AUCTIONS);
     }
     sql.push_str("COMMIT;");
@@ -113,11 +143,11 @@ type WaitlistRow<'a> = (&'a str, u32, &'a str, u32, i64, &'a str, Option<u32>);
 
 /// The parameters of `write_sql`.
 pub(crate) struct Rows<'a> {
-    pub sales: String,
-    pub users: String,
+    /// New sales and new users (JSON each), when there is either.
+    pub sales_and_users: Option<(String, String)>,
     /// Orders in their latest state, each once.
     pub orders: Vec<OrderRow<'a>>,
-    pub waitlist: String,
+    pub waitlist: Option<String>,
     pub auctions: Option<AuctionRows>,
 }
 
@@ -172,13 +202,13 @@ impl<'a> Rows<'a> {
                 | Record::Bid { .. } => {}
             }
         }
-        Ok(Self {
-            sales: serde_json::to_string(&sales)?,
-            users: serde_json::to_string(&users)?,
-            orders: latest_orders(records),
-            waitlist: serde_json::to_string(&waitlist)?,
-            auctions: auction_rows(records)?,
-        })
+        let sales_and_users = if sales.is_empty() && users.is_empty() {
+            None
+        } else {
+            Some((serde_json::to_string(&sales)?, serde_json::to_string(&users)?))
+        };
+        let waitlist = if waitlist.is_empty() { None } else { Some(serde_json::to_string(&waitlist)?) };
+        Ok(Self { sales_and_users, orders: latest_orders(records), waitlist, auctions: auction_rows(records)? })
     }
 
     /// The statement for this batch with every parameter bound.
@@ -187,7 +217,17 @@ impl<'a> Rows<'a> {
         let size = ORDER_SLOTS.iter().position(|&slots| self.orders.len() <= slots).unwrap_or(ORDER_SLOTS.len() - 1);
         let slots = ORDER_SLOTS[size];
         let bound = self.orders.len().min(slots);
-        let mut query = sqlx::query(write_sql(size, self.auctions.is_some())).bind(self.sales).bind(self.users);
+        let shape = Shape {
+            sales_and_users: self.sales_and_users.is_some(),
+            orders: bound > 0,
+            more_orders: self.orders.len() > bound,
+            waitlist: self.waitlist.is_some(),
+            auctions: self.auctions.is_some(),
+        };
+        let mut query = sqlx::query(write_sql(size, shape));
+        if let Some((sales, users)) = self.sales_and_users {
+            query = query.bind(sales).bind(users);
+        }
         for row in &self.orders[..bound] {
             let &(
                 key,
@@ -216,11 +256,18 @@ impl<'a> Rows<'a> {
                 .bind(idempotency_key)
                 .bind(payment_ref);
         }
-        for _ in bound * ORDER_COLUMNS..slots * ORDER_COLUMNS {
-            query = query.bind(None::<i64>);
+        if shape.orders {
+            for _ in bound * ORDER_COLUMNS..slots * ORDER_COLUMNS {
+                query = query.bind(None::<i64>);
+            }
         }
-        let rest = serde_json::to_string(&self.orders[bound..]).map_err(|error| encode(Box::new(error)))?;
-        query = query.bind(rest).bind(self.waitlist);
+        if shape.more_orders {
+            let rest = serde_json::to_string(&self.orders[bound..]).map_err(|error| encode(Box::new(error)))?;
+            query = query.bind(rest);
+        }
+        if let Some(waitlist) = self.waitlist {
+            query = query.bind(waitlist);
+        }
         if let Some(auctions) = self.auctions {
             query = query.bind(auctions.auctions).bind(auctions.states).bind(auctions.bids);
         }

@@ -487,4 +487,102 @@ mod tests {
         assert_eq!(sale.order_keys, (0..u64::from(seq)).collect::<Vec<_>>());
         assert_eq!(loaded.next_order_key, u64::from(seq));
     }
+
+    /// Every mix of record kinds in one batch (each mix is a different transaction text, with
+    /// only the statements it needs) is stored whole.
+    #[tokio::test]
+    async fn batches_of_every_shape_store_every_record() {
+        use stampede_core::{AuctionConfig, Ladder, WaitlistEntry, WaitlistStatus};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        let conn = open(&path, false).await.expect("open");
+        let mut store = Store::new(path.clone(), false, conn);
+        let home: Arc<str> = Arc::from("s_home");
+        store.write(&[Record::Sale { id: home.clone(), config: sale_config() }]).await.expect("sale");
+
+        let largest = *batch::ORDER_SLOTS.last().expect("slots");
+        let (mut sales, mut users, mut orders, mut waitlist, mut auctions) = (1, 0, 0, 0, 0);
+        let mut batches = 0;
+        for with_sale_and_user in [false, true] {
+            for order_count in [0, 3, largest + 2] {
+                for with_waitlist in [false, true] {
+                    for with_auction in [false, true] {
+                        let mut records = Vec::new();
+                        batches += 1;
+                        if with_sale_and_user {
+                            let id = Arc::from(format!("s_{batches}").as_str());
+                            records.push(Record::Sale { id, config: sale_config() });
+                            records.push(Record::User(UserRecord {
+                                id: format!("u_{batches}"),
+                                username: format!("name{batches}"),
+                                password_hash: "hash".to_owned(),
+                                created_at: Timestamp(5),
+                            }));
+                            sales += 1;
+                            users += 1;
+                        }
+                        for _ in 0..order_count {
+                            let key = orders;
+                            let seq = u32::try_from(key).expect("seq");
+                            records.push(Record::Order {
+                                sale_id: home.clone(),
+                                key,
+                                order: order(seq, OrderStatus::Held, 9),
+                            });
+                            orders += 1;
+                        }
+                        if with_waitlist {
+                            let entry = WaitlistEntry {
+                                position: waitlist,
+                                user: UserId::new(&format!("waiter-{waitlist}")).expect("user id"),
+                                quantity: 1,
+                                joined_at: Timestamp(7),
+                                status: WaitlistStatus::Waiting,
+                            };
+                            records.push(Record::Waitlist { sale_id: home.clone(), entry });
+                            waitlist += 1;
+                        }
+                        if with_auction {
+                            let id: Arc<str> = Arc::from(format!("a_{batches}").as_str());
+                            let config = AuctionConfig {
+                                title: "lot".to_owned(),
+                                seller_id: "seller".to_owned(),
+                                starting_price_cents: 100,
+                                reserve_price_cents: None,
+                                buy_now_price_cents: None,
+                                starts_at: Timestamp(0),
+                                ends_at: Timestamp(60_000),
+                                soft_close_seconds: 0,
+                                extend_seconds: 0,
+                                max_extensions: None,
+                                ladder: Ladder::standard(),
+                                created_at: Timestamp(0),
+                            };
+                            records.push(Record::Auction { id: id.clone(), config, payment_seconds: 60 });
+                            records.push(Record::AuctionState {
+                                id,
+                                ends_at: Timestamp(90_000),
+                                extensions: 1,
+                                outcome: None,
+                            });
+                            auctions += 1;
+                        }
+                        store.write(&records).await.expect("batch");
+                    }
+                }
+            }
+        }
+        store.close().await;
+
+        let mut conn = open(&path, false).await.expect("reopen");
+        let loaded = load(&mut conn).await.expect("load");
+        assert_eq!(loaded.sales.len(), sales);
+        assert_eq!(loaded.users.len(), users);
+        assert_eq!(loaded.auctions.len(), auctions);
+        assert!(loaded.auctions.iter().all(|auction| auction.ends_at == Timestamp(90_000) && auction.extensions == 1));
+        let home = loaded.sales.iter().find(|sale| sale.id == *home).expect("the home sale");
+        assert_eq!(home.orders.len() as u64, orders);
+        assert_eq!(home.waitlist.len() as u32, waitlist);
+    }
 }
