@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use stampede_core::{Quantity, Sale, SaleError, Timestamp, Touched, UserId};
 use tokio::sync::{broadcast, oneshot};
-use tokio::task::JoinHandle;
 
 use self::journal::{Journal, Lsn, Record};
 use crate::backend::{
@@ -87,7 +87,7 @@ impl Embedded {
         engine.restore(loaded)?;
         engine.restore_auctions(stored_auctions)?;
         let store = store::Store::new(path, options.synchronous_full, conn);
-        *lock(&engine.writer) = Some(tokio::spawn(journal::run_writer(journal, store)));
+        *lock(&engine.writer) = Some(journal::start_writer(journal, store).map_err(unavailable)?);
         Ok(engine)
     }
 
@@ -415,8 +415,10 @@ impl Backend for Embedded {
         self.journal.close();
         let writer = lock(&self.writer).take();
         if let Some(writer) = writer {
-            if let Err(error) = writer.await {
-                tracing::error!(%error, "journal writer ended abnormally");
+            match tokio::task::spawn_blocking(move || writer.join()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_panic)) => tracing::error!("journal writer ended abnormally"),
+                Err(error) => tracing::error!(%error, "waiting for the journal writer failed"),
             }
         }
     }
