@@ -431,6 +431,22 @@ mod tests {
         }
     }
 
+    /// A store in `dir` holding one sale.
+    async fn store_with_sale(dir: &Path, sale_id: &Arc<str>) -> Store {
+        let path = dir.join("store.db");
+        let conn = open(&path, false).await.expect("open");
+        let mut store = Store::new(path, false, conn);
+        store.write(&[Record::Sale { id: sale_id.clone(), config: sale_config() }]).await.expect("sale");
+        store
+    }
+
+    /// What the store in `dir` holds once closed and opened again.
+    async fn reopened(store: Store, dir: &Path) -> Loaded {
+        store.close().await;
+        let mut conn = open(&dir.join("store.db"), false).await.expect("reopen");
+        load(&mut conn).await.expect("load")
+    }
+
     fn order(seq: u32, status: OrderStatus, at: i64) -> Order {
         Order {
             seq,
@@ -450,11 +466,8 @@ mod tests {
     #[tokio::test]
     async fn batches_of_any_size_store_every_order_in_its_latest_state() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("store.db");
-        let conn = open(&path, false).await.expect("open");
-        let mut store = Store::new(path.clone(), false, conn);
         let sale_id: Arc<str> = Arc::from("s_batches");
-        store.write(&[Record::Sale { id: sale_id.clone(), config: sale_config() }]).await.expect("sale");
+        let mut store = store_with_sale(dir.path(), &sale_id).await;
 
         let largest = *batch::ORDER_SLOTS.last().expect("slots");
         let mut sizes = vec![1];
@@ -478,10 +491,7 @@ mod tests {
             *expected.last_mut().expect("an order") = paid;
             store.write(&records).await.expect("batch");
         }
-        store.close().await;
-
-        let mut conn = open(&path, false).await.expect("reopen");
-        let loaded = load(&mut conn).await.expect("load");
+        let loaded = reopened(store, dir.path()).await;
         let sale = loaded.sales.iter().find(|sale| sale.id == *sale_id).expect("the sale");
         assert_eq!(sale.orders, expected);
         assert_eq!(sale.order_keys, (0..u64::from(seq)).collect::<Vec<_>>());
@@ -495,11 +505,8 @@ mod tests {
         use stampede_core::{AuctionConfig, Ladder, WaitlistEntry, WaitlistStatus};
 
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("store.db");
-        let conn = open(&path, false).await.expect("open");
-        let mut store = Store::new(path.clone(), false, conn);
         let home: Arc<str> = Arc::from("s_home");
-        store.write(&[Record::Sale { id: home.clone(), config: sale_config() }]).await.expect("sale");
+        let mut store = store_with_sale(dir.path(), &home).await;
 
         let largest = *batch::ORDER_SLOTS.last().expect("slots");
         let (mut sales, mut users, mut orders, mut waitlist, mut auctions) = (1, 0, 0, 0, 0);
@@ -573,10 +580,7 @@ mod tests {
                 }
             }
         }
-        store.close().await;
-
-        let mut conn = open(&path, false).await.expect("reopen");
-        let loaded = load(&mut conn).await.expect("load");
+        let loaded = reopened(store, dir.path()).await;
         assert_eq!(loaded.sales.len(), sales);
         assert_eq!(loaded.users.len(), users);
         assert_eq!(loaded.auctions.len(), auctions);
