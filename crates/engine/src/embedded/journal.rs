@@ -182,7 +182,7 @@ impl Journal {
 /// SQLite's thread hands a commit back, the writer would wait behind request tasks (thousands
 /// of them under overload) before it could wake that commit's requests and start the next. On
 /// its own thread the OS schedules it like any other: at the purchase peak a commit took
-/// 0.39–0.50 ms instead of 0.52–0.58 ms (docs/benchmarks.md).
+/// 0.39–0.52 ms instead of 0.52–0.58 ms (docs/benchmarks.md).
 pub(crate) fn start_writer(journal: Arc<Journal>, store: Store) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new()
